@@ -1,0 +1,41 @@
+"""interp: a command-line workbench for interpretability research on image classifiers.
+
+The library is the product; the ``interp`` command is a thin layer over it.  The flat
+public API below is what every command calls::
+
+    from interpcli import load_model, load_dataset, train, TrainConfig, evaluate
+"""
+
+__version__ = "0.1.0"
+
+from .errors import InterpError  # noqa: E402
+from .device import resolve_device, seed_everything  # noqa: E402
+from .artifacts import (  # noqa: E402
+    CHECKPOINT_FORMAT_VERSION,
+    load_checkpoint,
+    load_model,
+    read_metadata,
+    save_checkpoint,
+)
+from .data import list_datasets, load_dataset  # noqa: E402
+from .models import create_model, list_models  # noqa: E402
+from .train import TrainConfig, evaluate, train  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "InterpError",
+    "resolve_device",
+    "seed_everything",
+    "CHECKPOINT_FORMAT_VERSION",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "read_metadata",
+    "list_datasets",
+    "load_dataset",
+    "create_model",
+    "list_models",
+    "TrainConfig",
+    "train",
+    "evaluate",
+]

@@ -1,0 +1,142 @@
+"""``interp train``: train a registered architecture on a registered dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import ConfigError
+from ..train import TrainConfig, train
+from . import app
+from ._console import err, print_json, print_paths
+from ._options import DataDirOpt, DeviceOpt, JsonOpt, QuietOpt
+
+
+def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``["width=32", "hidden=[64,32]", "activation=tanh"]`` -> dict (values as JSON, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} expects KEY=VALUE, got '{item}'")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
+class RichReporter:
+    """A rich progress bar on stderr (loss, accuracy, images/s) and one line per epoch."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.progress: Progress | None = None
+
+    def start(self, cfg: TrainConfig, steps_per_epoch: int, start_epoch: int) -> None:
+        self.cfg, self.steps = cfg, steps_per_epoch
+        if self.quiet:
+            return
+        if start_epoch:
+            err.print(f"resuming after epoch {start_epoch}")
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  {task.fields[ips]:.0f} img/s"),
+            TimeElapsedColumn(), console=err, transient=True,
+        )
+        self.progress.start()
+        self.task = None
+
+    def step(self, epoch: int, i: int, loss: float, acc: float, ips: float) -> None:
+        if self.progress is None:
+            return
+        if self.task is None or self._epoch != epoch:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self._epoch = epoch
+            self.task = self.progress.add_task("", total=self.steps, epoch=f"{epoch + 1}/{self.cfg.epochs}",
+                                               loss=0.0, acc=0.0, ips=0.0)
+        self.progress.update(self.task, completed=i, loss=loss, acc=acc, ips=ips)
+
+    def epoch(self, r: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        extra = "".join(f"  {k} {r[k]:.4f}" for k in ("val_acc", "test_acc") if k in r)
+        line = (f"epoch {r['epoch']}/{self.cfg.epochs}  loss {r['loss']:.4f}  train_acc {r['train_acc']:.4f}{extra}"
+                f"  {r['images_per_s']:.0f} img/s  {r['seconds']:.1f}s")
+        (self.progress.console if self.progress else err).print(line, markup=False)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@app.command("train", rich_help_panel="Models")
+def train_cmd(
+    arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture (see `interp models`).", rich_help_panel="Model")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `interp datasets`), a .npz file or an image folder.", rich_help_panel="Data")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Checkpoint to write (its folder must exist). Default ARCH-DATASET.safetensors.", rich_help_panel="Output")] = None,
+    data_dir: DataDirOpt = None,
+    classes: Annotated[Optional[str], typer.Option("--classes", help="Train on a subset of classes, comma-separated names or indices (plane,car).", rich_help_panel="Data")] = None,
+    dataset_arg: Annotated[Optional[list[str]], typer.Option("--dataset-arg", help="Dataset option KEY=VALUE (n_train=5000, image_size=64); repeatable.", rich_help_panel="Data")] = None,
+    arch_arg: Annotated[Optional[list[str]], typer.Option("--arch-arg", help="Architecture option KEY=VALUE (width=32, bias=true); repeatable.", rich_help_panel="Model")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", help="Epochs [default: arch recipe, else 10].", rich_help_panel="Optimisation")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Global batch size [default: recipe, else 128].", rich_help_panel="Optimisation")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate [default: recipe, else 0.05].", rich_help_panel="Optimisation")] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="sgd (Nesterov), adam or adamw [default: recipe, else sgd].", rich_help_panel="Optimisation")] = None,
+    momentum: Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum / Adam beta1 [default: 0.9].", rich_help_panel="Optimisation")] = None,
+    schedule: Annotated[Optional[str], typer.Option("--schedule", help="cosine, onecycle, step or constant [default: recipe, else cosine].", rich_help_panel="Optimisation")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="On weights with 2+ dims [default: 5e-4].", rich_help_panel="Optimisation")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="[default: 0].", rich_help_panel="Optimisation")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", help="ce, bce (one-vs-all) or l1 (to one-hot) [default: recipe, else ce].", rich_help_panel="Optimisation")] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips [default: dataset's].", rich_help_panel="Data")] = None,
+    translate: Annotated[Optional[int], typer.Option("--translate", help="Random translations up to N px [default: dataset's].", rich_help_panel="Data")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds init, order, augmentation and splits.")] = 0,
+    val_split: Annotated[float, typer.Option("--val-split", help="Hold out this stratified fraction of the training split for validation.", rich_help_panel="Data")] = 0.0,
+    folds: Annotated[int, typer.Option("--folds", help="Stratified K-fold cross-validation: K.", rich_help_panel="Data")] = 0,
+    fold: Annotated[int, typer.Option("--fold", help="Which fold (0..K-1) is the validation fold.", rich_help_panel="Data")] = 0,
+    snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Store the first layer's kernels every N steps (NAME.kernels.npz).", rich_help_panel="Output")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT's .state.safetensors.")] = False,
+    device: DeviceOpt = "auto",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.", rich_help_panel="Performance")] = True,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel="Performance")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model and write a safetensors checkpoint with its metadata.
+
+    Beside the checkpoint go NAME.log.jsonl (per-epoch loss, accuracies, learning rate,
+    seconds) and, with --snapshot-every, NAME.kernels.npz.  Options left out take the
+    architecture's published recipe (`interp models --json`), then generic defaults.
+    Runs data-parallel under `torchrun --nproc_per_node=N`.
+
+    Example:
+
+        interp train --arch lenet --dataset digits --epochs 20 --out runs/lenet.safetensors
+
+        interp train -a resnet20 -d cifar10 --data-dir ../shared/data --val-split 0.1 -o runs/r20.safetensors
+    """
+    cfg = TrainConfig(
+        arch=arch, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+        dataset_options=parse_kv(dataset_arg, "--dataset-arg"),
+        classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+        arch_kwargs=parse_kv(arch_arg, "--arch-arg"), epochs=epochs, batch_size=batch_size, lr=lr,
+        optimizer=optimizer, momentum=momentum, schedule=schedule, weight_decay=weight_decay,
+        label_smoothing=label_smoothing, loss=loss, seed=seed, val_split=val_split, folds=folds, fold=fold,
+        snapshot_every=snapshot_every, flip=flip, translate=translate, amp=amp, compile=compile,
+    )
+    cfg.validate()
+    if out is None:
+        out = Path(f"{arch}-{Path(dataset).stem}.safetensors")
+    result = train(cfg, out=out, resume=resume, device=device, reporter=RichReporter(quiet))
+    if result.checkpoint is None:  # a non-zero rank under torchrun
+        return
+    if json_out:
+        print_json({"checkpoint": str(result.checkpoint), "files": [str(f) for f in result.files],
+                    "metrics": result.metrics})
+    else:
+        print_paths(result.files)

@@ -1,0 +1,192 @@
+"""Dataset registry.  A loader returns a :class:`Dataset`: uint8 image tensors (N, C, H, W)
+and int64 labels for the train and test splits, class names and provenance.
+
+Datasets are small enough to live in memory (CIFAR-10 is 150 MB of uint8); training
+moves them to the device once and augments there (see ``loader.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DatasetError, UnknownName
+
+__all__ = ["Dataset", "DatasetInfo", "register_dataset", "list_datasets", "get_dataset_info", "load_dataset",
+           "default_data_dir"]
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Images as uint8 (N, C, H, W) tensors, labels as int64 (N,)."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    source: str = ""
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if split == "train":
+            return self.x_train, self.y_train
+        if split == "test":
+            return self.x_test, self.y_test
+        raise ConfigError(f"unknown split '{split}'; use train or test")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "n_train": len(self.y_train), "n_test": len(self.y_test),
+                "input_shape": list(self.input_shape), **self.info}
+
+    def subset_classes(self, keep: list[str]) -> "Dataset":
+        """Only the classes in ``keep`` (names or indices), relabelled 0..k-1 in the given order."""
+        idx = []
+        for k in keep:
+            if k in self.classes:
+                idx.append(self.classes.index(k))
+            elif k.isdigit() and int(k) < len(self.classes):
+                idx.append(int(k))
+            else:
+                raise ConfigError(f"class '{k}' not in {self.name}; classes: {', '.join(self.classes)}")
+        if len(set(idx)) != len(idx) or len(idx) < 2:
+            raise ConfigError("--classes needs at least two distinct classes")
+        lut = torch.full((len(self.classes),), -1, dtype=torch.int64)
+        lut[torch.tensor(idx)] = torch.arange(len(idx))
+
+        def pick(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            m = lut[y] >= 0
+            return x[m], lut[y[m]]
+
+        xtr, ytr = pick(self.x_train, self.y_train)
+        xte, yte = pick(self.x_test, self.y_test)
+        info = dict(self.info, class_subset=[self.classes[i] for i in idx], class_subset_index=idx)
+        return Dataset(self.name, xtr, ytr, xte, yte, [self.classes[i] for i in idx], self.source, info)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    fn: Callable[..., Dataset]
+    description: str
+    input_shape: tuple[int, int, int] | None
+    num_classes: int | None
+    needs_files: bool
+    augment: dict[str, Any]
+
+
+_REGISTRY: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, *, description: str, input_shape: tuple[int, int, int] | None,
+                     num_classes: int | None, needs_files: bool, flip: bool = False, translate: int = 0):
+    """Register a loader ``fn(data_dir: Path, **options) -> Dataset``.
+
+    ``flip`` and ``translate`` are the dataset's default training augmentation.
+    """
+
+    def deco(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        if name in _REGISTRY:
+            raise ValueError(f"dataset '{name}' registered twice")
+        _REGISTRY[name] = DatasetInfo(name, fn, description, input_shape, num_classes, needs_files,
+                                      {"flip": flip, "translate": translate})
+        return fn
+
+    return deco
+
+
+def list_datasets() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_dataset_info(name: str) -> DatasetInfo:
+    if name.endswith(".npz") or (os.sep in name and Path(name).is_dir()):
+        return _REGISTRY["npz" if name.endswith(".npz") else "folder"]
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownName("dataset", name, list(_REGISTRY) + ["PATH.npz"]) from None
+
+
+def default_data_dir() -> Path:
+    """``$INTERP_DATA_DIR`` if set, else ``./data``."""
+    return Path(os.environ.get("INTERP_DATA_DIR", "data"))
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **options: Any) -> Dataset:
+    """Load a registered dataset by name, or an ``.npz`` file / image folder by path.
+
+    ``options`` go to the loader (``n_train``, ``n_test``, ``seed`` for ``pulses``;
+    ``image_size`` for ``folder``).  Nothing is ever downloaded: missing files give a
+    :class:`~interpcli.errors.DatasetError` saying what to put where.
+    """
+    info = get_dataset_info(name)
+    if info.name in ("npz", "folder") and name not in ("npz", "folder"):
+        data_dir = name
+    path = Path(data_dir) if data_dir is not None else default_data_dir()
+    try:
+        ds = info.fn(path, **options)
+    except TypeError as e:
+        raise ConfigError(f"dataset '{info.name}': {e}") from None
+    _validate(ds)
+    return ds
+
+
+def _validate(ds: Dataset) -> None:
+    for split in ("train", "test"):
+        x, y = ds.split(split)
+        if x.dtype != torch.uint8 or x.dim() != 4:
+            raise DatasetError(f"{ds.name}: {split} images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+        if len(x) != len(y):
+            raise DatasetError(f"{ds.name}: {len(x)} {split} images but {len(y)} labels")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= ds.num_classes):
+            raise DatasetError(f"{ds.name}: {split} labels outside 0..{ds.num_classes - 1}")
+    if ds.x_train.shape[1:] != ds.x_test.shape[1:]:
+        raise DatasetError(f"{ds.name}: train and test images differ in shape")
+
+
+def arrays_to_dataset(name: str, arrays: dict[str, np.ndarray], source: str, classes: list[str] | None = None) -> Dataset:
+    """Build a Dataset from ``x_train, y_train, x_test, y_test`` arrays (NHWC, NCHW or NHW)."""
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise DatasetError(f"{source}: missing arrays {', '.join(missing)} (need uint8 x_train, y_train, x_test, y_test)")
+
+    def images(a: np.ndarray, key: str) -> torch.Tensor:
+        if a.dtype != np.uint8:
+            raise DatasetError(f"{source}: {key} must be uint8, got {a.dtype}")
+        if a.ndim == 3:
+            a = a[:, None]
+        elif a.ndim == 4 and a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
+            a = a.transpose(0, 3, 1, 2)
+        elif a.ndim != 4:
+            raise DatasetError(f"{source}: {key} must have 3 or 4 dimensions, got shape {a.shape}")
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    def labels(a: np.ndarray, key: str) -> torch.Tensor:
+        if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+            raise DatasetError(f"{source}: {key} must be a 1-D integer array")
+        return torch.from_numpy(a.astype(np.int64))
+
+    ytr, yte = labels(arrays["y_train"], "y_train"), labels(arrays["y_test"], "y_test")
+    if classes is None:
+        if "classes" in arrays:
+            classes = [str(c) for c in arrays["classes"].tolist()]
+        else:
+            n = int(max(ytr.max(), yte.max())) + 1 if len(ytr) else 0
+            classes = [str(i) for i in range(n)]
+    return Dataset(name, images(arrays["x_train"], "x_train"), ytr, images(arrays["x_test"], "x_test"), yte,
+                   classes, source)

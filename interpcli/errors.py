@@ -1,0 +1,34 @@
+"""Typed errors.  The library raises these; the CLI turns them into one line on stderr.
+
+Every subclass of :class:`InterpError` is a problem with the user's input (a name, a
+number, a path, a file) and maps to exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class InterpError(Exception):
+    """Base class of every error caused by bad input; ``exit_code`` is what the CLI returns."""
+
+    exit_code = 2
+
+
+class UnknownName(InterpError):
+    """A name that is not in a registry (architecture, dataset, method)."""
+
+    def __init__(self, kind: str, name: str, valid: list[str]):
+        super().__init__(f"unknown {kind} '{name}'; valid {kind}s: {', '.join(sorted(valid))}")
+        self.name = name
+        self.valid = valid
+
+
+class ArtifactError(InterpError):
+    """A checkpoint or artifact that is missing, corrupt, truncated or of an unknown format."""
+
+
+class DatasetError(InterpError):
+    """A dataset whose files are missing or malformed."""
+
+
+class ConfigError(InterpError):
+    """An impossible option value (non-positive epochs, a fold out of range, ...)."""

@@ -1,0 +1,112 @@
+"""Architecture registry (the timm pattern): ``@register_model`` on a factory function.
+
+A factory takes ``num_classes``, ``input_shape`` (C, H, W of the *encoded* input) and
+its own keyword arguments, and returns an ``nn.Module`` mapping images to logits.
+Adding an architecture is one small file with one decorated function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from ..errors import ConfigError, UnknownName
+
+__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows of an architecture.
+
+    Attributes:
+        name: registry name (kebab-case).
+        fn: the factory.
+        description: one line for ``interp models``.
+        default_input: (C, H, W) of the raw image the arch is meant for (for listing).
+        encoding: input encoding the arch expects: ``normalize`` (per-channel mean/std of
+            the training set), ``identity`` or ``bcos6`` ([r, g, b, 1-r, 1-g, 1-b]).
+        target_layer: dotted path of the default layer for CAM-style methods.
+        first_layer: dotted path of the first convolution (kernels, snapshots).
+        family: ``baseline``, ``bcos``, ``whitebox``, ...
+        paper: reference URL.
+        recipe: training defaults of the arch's paper (TrainConfig field -> value).
+    """
+
+    name: str
+    fn: Callable[..., nn.Module]
+    description: str
+    default_input: tuple[int, int, int]
+    encoding: str = "normalize"
+    target_layer: str | None = None
+    first_layer: str | None = None
+    family: str = "baseline"
+    paper: str | None = None
+    recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The factory's own keyword arguments and their defaults."""
+        sig = inspect.signature(self.fn)
+        return {
+            k: p.default
+            for k, p in sig.parameters.items()
+            if k not in ("num_classes", "input_shape") and p.default is not inspect.Parameter.empty
+        }
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    description: str,
+    default_input: tuple[int, int, int],
+    encoding: str = "normalize",
+    target_layer: str | None = None,
+    first_layer: str | None = None,
+    family: str = "baseline",
+    paper: str | None = None,
+    recipe: dict[str, Any] | None = None,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a model factory under ``name``."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model '{name}' registered twice")
+        _REGISTRY[name] = ModelInfo(
+            name, fn, description, tuple(default_input), encoding, target_layer, first_layer, family, paper,
+            dict(recipe or {}),
+        )
+        return fn
+
+    return deco
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Registered architecture names, sorted."""
+    return sorted(n for n, i in _REGISTRY.items() if family is None or i.family == family)
+
+
+def get_model_info(name: str) -> ModelInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownName("arch", name, list(_REGISTRY)) from None
+
+
+def create_model(name: str, num_classes: int, input_shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:
+    """Build the bare network ``name`` (no input encoding; see :class:`Classifier`)."""
+    info = get_model_info(name)
+    known = info.kwargs()
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        valid = ", ".join(sorted(known)) or "none"
+        raise ConfigError(f"arch '{name}' has no option {', '.join(unknown)}; its options: {valid}")
+    try:
+        return info.fn(num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"arch '{name}' cannot be built with {kwargs or 'defaults'} for input {tuple(input_shape)}: {e}") from None
