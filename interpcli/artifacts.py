@@ -211,13 +211,16 @@ def _parse_header(data: bytes, path: str | os.PathLike) -> dict:
 
 
 def _meta_from_header(header: dict, path: str | os.PathLike) -> dict:
-    raw = (header.get("__metadata__") or {}).get(_META_KEY)
+    md = header.get("__metadata__")
+    raw = md.get(_META_KEY) if isinstance(md, dict) else None
     if raw is None:
         raise ArtifactError(f"'{path}' is a safetensors file without interp metadata; not an interp checkpoint")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError:
+    except (TypeError, json.JSONDecodeError):
         raise ArtifactError(f"'{path}' has corrupt interp metadata") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"'{path}' has corrupt interp metadata")
     version = meta.get("format_version")
     if not isinstance(version, int):
         raise ArtifactError(f"'{path}' has no format_version in its metadata")
@@ -257,10 +260,13 @@ def read_metadata(path: str | os.PathLike) -> dict:
         if n <= 0 or 8 + n > size:
             raise ArtifactError(f"'{p}' is not a valid safetensors file (corrupt or truncated header)")
         data = head + f.read(n)
-    meta = _meta_from_header(_parse_header(data, p), p)
-    # The header lists every tensor's byte range: a file shorter than the last one is truncated.
     header = _parse_header(data, p)
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    meta = _meta_from_header(header, p)
+    # The header lists every tensor's byte range: a file shorter than the last one is truncated.
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise ArtifactError(f"'{p}' is not a valid safetensors file (corrupt tensor table)") from None
     if 8 + n + end > size:
         raise ArtifactError(f"'{p}' is truncated ({size} bytes, header promises {8 + n + end})")
     return meta
@@ -328,8 +334,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = "cpu
     try:
         model.net.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else "mismatch"
-        raise ArtifactError(f"'{path}' weights do not fit arch '{meta['arch']}': {first}") from None
+        # torch's message is a title line ("Error(s) in loading state_dict for X:") then one line per problem.
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        details = lines[1:] or lines or ["mismatch"]
+        more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+        raise ArtifactError(f"'{path}' weights do not fit arch '{meta['arch']}': {details[0]}{more}") from None
     model.meta = meta
     if device is not None:
         model.to(device)

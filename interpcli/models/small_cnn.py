@@ -119,7 +119,7 @@ _SEED = "../shared/seeds/003 (tbensky/CNNKernels)"
 @register_model(
     "pulse-cnn", description="waveform CNN: 8 9x9 kernels, 16 5x5, fc 64 (small default)", default_input=(1, 100, 100),
     target_layer="conv2", first_layer="conv1", paper=_SEED,
-    recipe=dict(optimizer="adam", lr=2e-3, schedule="cosine", batch_size=128, epochs=5, augment=False),
+    recipe=dict(optimizer="adam", lr=2e-3, schedule="cosine", batch_size=32, epochs=5, augment=False),
 )
 def pulse_cnn(
     num_classes: int,

@@ -1,0 +1,26 @@
+# The README's quick start as a Makefile: train a small model on the embedded `digits`
+# dataset, evaluate it and record its metadata.  Every target is one `interp` call.
+#
+#   make -f recipes/demo.mk INTERP=interp OUT=out/demo
+
+INTERP ?= interp
+OUT    ?= out/demo
+DEVICE ?= auto
+
+all: $(OUT)/eval.json $(OUT)/info.json
+
+$(OUT):
+	mkdir -p $@
+
+$(OUT)/lenet.safetensors: | $(OUT)
+	$(INTERP) train --arch lenet --dataset digits --epochs 20 --snapshot-every 20 --val-split 0.1 \
+		--device $(DEVICE) --out $@
+
+$(OUT)/eval.json: $(OUT)/lenet.safetensors
+	$(INTERP) eval $< --device $(DEVICE) --json > $@.tmp && mv $@.tmp $@
+	$(INTERP) eval $< --device $(DEVICE)
+
+$(OUT)/info.json: $(OUT)/lenet.safetensors
+	$(INTERP) info $< --json > $@.tmp && mv $@.tmp $@
+
+.PHONY: all
