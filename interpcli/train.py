@@ -230,8 +230,8 @@ def make_loss(kind: str, num_classes: int, smoothing: float) -> Callable[[torch.
         return t * (1 - smoothing) + smoothing / num_classes
 
     if kind == "bce":
-        # Summed over classes, averaged over the batch (the B-cos papers' convention).
-        return lambda out, y: F.binary_cross_entropy_with_logits(out, onehot(y, out.dtype), reduction="sum") / len(y)
+        # One-vs-all BCE on one-hot targets, averaged over batch and classes (the B-cos papers' loss).
+        return lambda out, y: F.binary_cross_entropy_with_logits(out, onehot(y, out.dtype))
     return lambda out, y: F.l1_loss(out, onehot(y, out.dtype))
 
 

@@ -56,7 +56,7 @@ class Dataset:
     def subset_classes(self, keep: list[str]) -> "Dataset":
         """Only the classes in ``keep`` (names or indices), relabelled 0..k-1 in the given order."""
         idx = []
-        for k in keep:
+        for k in map(str, keep):  # indices may come as ints (a JSON config) or strings (the command line)
             if k in self.classes:
                 idx.append(self.classes.index(k))
             elif k.isdigit() and int(k) < len(self.classes):

@@ -192,7 +192,7 @@ def folder(data_dir: Path, image_size: int | None = None, test_fraction: float =
     ``test_fraction`` (seed 0) is held out.  Images are resized to ``image_size`` when
     given; otherwise they must all have one size (the most common is named in the error).
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if not data_dir.is_dir():
         raise DatasetError(f"folder: '{data_dir}' is not a folder")
@@ -210,16 +210,24 @@ def folder(data_dir: Path, image_size: int | None = None, test_fraction: float =
 
         files = [f for c in classes for f in found[c]]
         labels = [i for i, c in enumerate(classes) for _ in found[c]]
-        ftr, fte, ltr, lte = train_test_split(files, labels, test_size=test_fraction, stratify=labels, random_state=0)
+        try:
+            ftr, fte, ltr, lte = train_test_split(files, labels, test_size=test_fraction, stratify=labels,
+                                                  random_state=0)
+        except ValueError as e:  # a class with one image, or too few images for the test fraction
+            raise DatasetError(f"folder: cannot hold out a stratified {test_fraction:g} test split of "
+                               f"'{data_dir}': {e}") from None
         splits = {"train": {c: [f for f, l in zip(ftr, ltr) if l == i] for i, c in enumerate(classes)},
                   "test": {c: [f for f, l in zip(fte, lte) if l == i] for i, c in enumerate(classes)}}
     all_files = [f for s in splits.values() for fs in s.values() for f in fs]
     first_mode = None
     sizes = Counter()
     for f in all_files:
-        with Image.open(f) as im:
-            sizes[(im.size[1], im.size[0])] += 1
-            first_mode = first_mode or im.mode
+        try:
+            with Image.open(f) as im:
+                sizes[(im.size[1], im.size[0])] += 1
+                first_mode = first_mode or im.mode
+        except (UnidentifiedImageError, OSError) as e:
+            raise DatasetError(f"folder: cannot read image '{f}': {e}") from None
     mode = "L" if (grayscale if grayscale is not None else first_mode in ("L", "1", "I", "I;16")) else "RGB"
     size = (image_size, image_size) if image_size else None
     if size is None and len(sizes) > 1:
