@@ -451,6 +451,8 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, dev: torch.device, 
     loss_fn = make_loss(cfg.loss, ds.num_classes, cfg.label_smoothing)
     eval_loss = make_loss(cfg.loss, ds.num_classes, 0.0)
     total_steps = cfg.epochs * len(loader)
+    # Modules that change with training progress (temperature annealing) expose train_progress(t), t in [0, 1).
+    progress_hooks = [m for m in model.modules() if callable(getattr(m, "train_progress", None))]
 
     # ---- Kernel snapshots ---------------------------------------------------------------
     snap_layer = first_layer(model.net, info.first_layer)
@@ -485,6 +487,8 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, dev: torch.device, 
             lr = cfg.lr * lr_factor(cfg.schedule, step / total_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
+            for m in progress_hooks:
+                m.train_progress(step / total_steps)
             with autocast(dev, cfg.amp):
                 logits = fwd(xb)
                 loss = loss_fn(logits.float(), yb)
