@@ -102,3 +102,32 @@ def test_encoders():
     b = Classifier("resnet20", 10, (3, 4, 4), {"kind": "bcos6"})
     assert b.net.conv1.weight.shape[1] == 6
     assert torch.equal(b.encoder(x), torch.cat([x, 1 - x], 1))
+
+
+def test_standard_twins_match_bcos_shapes():
+    from interpcli.models.bcos import BcosConv2d
+
+    std = create_model("vgg9", 10, (3, 32, 32))
+    bc = create_model("bcos-vgg9", 10, (6, 32, 32))
+    convs = [m for m in std.modules() if isinstance(m, torch.nn.Conv2d)]
+    bconvs = [m for m in bc.modules() if isinstance(m, BcosConv2d)]
+    assert [(c.out_channels, c.stride[0], c.kernel_size[0]) for c in convs] == \
+        [(c.c_out, c.stride, c.k) for c in bconvs]
+    r = create_model("resnet56", 10, (3, 32, 32))
+    b = create_model("bcos-resnet56", 10, (6, 32, 32))
+    assert [len(getattr(r, f"layer{i}")) for i in (1, 2, 3)] == [len(getattr(b, f"layer{i}")) for i in (1, 2, 3)]
+
+
+def test_lenet_bias_switch():
+    net = create_model("lenet", 10, (1, 28, 28), bias=False)
+    assert all(m.bias is None for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+
+
+def test_class_aliases_of_the_notes():
+    from interpcli.data._registry import Dataset
+
+    ds = Dataset("cifar10", torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 2, 1]),
+                 torch.zeros(2, 3, 2, 2, dtype=torch.uint8), torch.tensor([1, 0]),
+                 ["airplane", "automobile", "bird"])
+    sub = ds.subset_classes(["plane", "car"])
+    assert sub.classes == ["airplane", "automobile"] and sub.y_train.tolist() == [0, 1, 1]

@@ -21,6 +21,10 @@ __all__ = ["Dataset", "DatasetInfo", "register_dataset", "list_datasets", "get_d
            "default_data_dir"]
 
 
+# Short names used in the research notes ("--classes plane,car") for CIFAR-10's class names.
+CLASS_ALIASES = {"plane": "airplane", "car": "automobile"}
+
+
 @dataclasses.dataclass
 class Dataset:
     """Images as uint8 (N, C, H, W) tensors, labels as int64 (N,)."""
@@ -59,6 +63,8 @@ class Dataset:
         for k in map(str, keep):  # indices may come as ints (a JSON config) or strings (the command line)
             if k in self.classes:
                 idx.append(self.classes.index(k))
+            elif CLASS_ALIASES.get(k) in self.classes:
+                idx.append(self.classes.index(CLASS_ALIASES[k]))
             elif k.isdigit() and int(k) < len(self.classes):
                 idx.append(int(k))
             else:

@@ -2,7 +2,7 @@
 
 from ._registry import ModelInfo, create_model, get_model_info, list_models, register_model
 from ._base import Classifier, first_layer, resolve_layer
-from . import resnet_cifar, small_cnn, airbench  # noqa: F401  (registration side effects)
+from . import resnet_cifar, small_cnn, airbench, vgg_cifar  # noqa: F401  (registration side effects)
 from . import bcos  # noqa: F401,E402
 
 __all__ = [

@@ -17,19 +17,20 @@ __all__ = ["LeNet", "PulseCNN"]
 class LeNet(nn.Module):
     """conv5-pool-conv5-pool-fc120-fc84-fc; 'same' padding so it fits inputs down to 8x8."""
 
-    def __init__(self, num_classes: int, input_shape: tuple[int, int, int], width: int = 6, hidden: int = 120):
+    def __init__(self, num_classes: int, input_shape: tuple[int, int, int], width: int = 6, hidden: int = 120,
+                 bias: bool = True):
         super().__init__()
         c, h, w = input_shape
-        self.conv1 = nn.Conv2d(c, width, 5, padding=2)
-        self.conv2 = nn.Conv2d(width, 16, 5, padding=2)
+        self.conv1 = nn.Conv2d(c, width, 5, padding=2, bias=bias)
+        self.conv2 = nn.Conv2d(width, 16, 5, padding=2, bias=bias)
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
         if h < 4 or w < 4:
             raise ValueError("LeNet needs inputs of at least 4x4")
         self.num_features = 16 * (h // 4) * (w // 4)
-        self.fc1 = nn.Linear(self.num_features, hidden)
-        self.fc2 = nn.Linear(hidden, 84)
-        self.fc = nn.Linear(84, num_classes)
+        self.fc1 = nn.Linear(self.num_features, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, 84, bias=bias)
+        self.fc = nn.Linear(84, num_classes, bias=bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.relu(self.conv1(x)))
@@ -48,8 +49,9 @@ class LeNet(nn.Module):
     target_layer="conv2", first_layer="conv1", paper="http://yann.lecun.com/exdb/publis/pdf/lecun-98.pdf",
     recipe=dict(optimizer="adam", lr=1e-2, schedule="cosine", batch_size=128),
 )
-def lenet(num_classes: int, input_shape: tuple[int, int, int], width: int = 6, hidden: int = 120) -> nn.Module:
-    return LeNet(num_classes, input_shape, width, hidden)
+def lenet(num_classes: int, input_shape: tuple[int, int, int], width: int = 6, hidden: int = 120,
+          bias: bool = True) -> nn.Module:
+    return LeNet(num_classes, input_shape, width, hidden, bias)
 
 
 _ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
