@@ -1,0 +1,90 @@
+"""Forward+backward throughput of every architecture, and each interpretable arch against its
+standard twin (the B-cos overhead ratio), measured side by side in one run.
+
+    python bench/models.py                 # CPU, batch 64, every registered arch
+    python bench/models.py --archs bcos-resnet20 resnet20 --device cuda
+
+Each measurement is the median of ``--repeats`` timings of ``--steps`` training steps
+(Adam, cross-entropy) after one warm-up step; arch and twin are timed alternately so
+drift hits both.  Writes JSON (default out/bench/models.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from interpcli.device import configure_backends, resolve_device  # noqa: E402
+from interpcli.models import Classifier, get_model_info, list_models  # noqa: E402
+
+TWINS = {"bcos-resnet20": "resnet20", "bcos-resnet56": "resnet56", "bcos-vgg9": "vgg9", "bcos-lenet": "lenet",
+         "positive-lenet": "lenet"}
+
+
+def images_per_s(name: str, device: torch.device, batch: int, steps: int) -> float:
+    info = get_model_info(name)
+    torch.manual_seed(0)
+    enc = {"kind": info.encoding} if info.encoding != "normalize" else {"kind": "identity"}
+    model = Classifier(name, 10, info.default_input, enc).to(device).to(memory_format=torch.channels_last)
+    x = torch.rand(batch, *info.default_input, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
+    for i in range(steps + 1):
+        if i == 1:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archs", nargs="*", default=None)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "models.json")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    configure_backends(device)
+    archs = args.archs or [a for a in list_models() if a != "pulse-cnn-paper"]
+    rows = {}
+    for name in archs:
+        twin = TWINS.get(name)
+        times: dict[str, list[float]] = {name: []} | ({twin: []} if twin else {})
+        for _ in range(args.repeats):
+            for a in times:
+                times[a].append(images_per_s(a, device, args.batch_size, args.steps))
+        med = {a: statistics.median(v) for a, v in times.items()}
+        row = {"images_per_s": med[name], "input": list(get_model_info(name).default_input)}
+        if twin:
+            row |= {"twin": twin, "twin_images_per_s": med[twin], "slowdown_vs_twin": med[twin] / med[name]}
+        rows[name] = row
+        extra = f"   twin {twin}: {med[twin]:8.1f} img/s   slowdown {row['slowdown_vs_twin']:.2f}x" if twin else ""
+        print(f"{name:18s} {med[name]:8.1f} img/s{extra}", flush=True)
+    report = {"benchmark": "models", "device": str(device), "threads": torch.get_num_threads(),
+              "batch_size": args.batch_size, "torch": torch.__version__, "results": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
