@@ -177,3 +177,19 @@ def test_real_subprocess(tmp_path):
     r = subprocess.run([*exe, "train", "-a", "nope", "-d", "digits"], env=env, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("Error: unknown arch 'nope'") and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_eval_of_a_checkpoint_trained_on_an_npz_file(runner, tmp_path):
+    import numpy as np
+
+    from interpcli.data import load_dataset
+
+    d = load_dataset("digits")
+    npz = tmp_path / "mine.npz"
+    np.savez(npz, x_train=d.x_train.numpy(), y_train=d.y_train.numpy(), x_test=d.x_test.numpy(),
+             y_test=d.y_test.numpy())
+    out = tmp_path / "m.safetensors"
+    assert invoke(runner, "train", "-a", "lenet", "-d", npz, "-e", "1", "-q", "-o", out).exit_code == 0
+    r = invoke(runner, "eval", out, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["n"] == 360

@@ -62,12 +62,12 @@ def evaluate_checkpoint(checkpoint: Path, dataset: str | None = None, data_dir: 
     meta = artifacts.read_metadata(checkpoint)
     dmeta = meta.get("dataset", {})
     tcfg = meta.get("train_config", {})
-    name = dataset or dmeta.get("name")
+    name = dataset or tcfg.get("dataset") or dmeta.get("name")  # train_config keeps a .npz path as given
     if not name:
         from ..errors import ConfigError
 
         raise ConfigError("the checkpoint does not name its dataset; pass --dataset")
-    same = dataset is None or dataset == dmeta.get("name")
+    same = dataset is None or dataset in (tcfg.get("dataset"), dmeta.get("name"))
     ds = load_dataset(name, data_dir if data_dir is not None else (tcfg.get("data_dir") if same else None),
                       **(tcfg.get("dataset_options", {}) if same else {}))
     if dmeta.get("class_subset") and same:
