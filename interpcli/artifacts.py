@@ -182,12 +182,17 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     return Path(path)
 
 
-def _read_file(path: str | os.PathLike) -> bytes:
+def _existing_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
         raise ArtifactError(f"checkpoint not found: {p}")
     if p.is_dir():
         raise ArtifactError(f"'{p}' is a directory, not a checkpoint")
+    return p
+
+
+def _read_file(path: str | os.PathLike) -> bytes:
+    p = _existing_file(path)
     try:
         return p.read_bytes()
     except OSError as e:
@@ -246,11 +251,7 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata of a checkpoint, read from the header only (cheap for large files)."""
-    p = Path(path)
-    if not p.exists():
-        raise ArtifactError(f"checkpoint not found: {p}")
-    if p.is_dir():
-        raise ArtifactError(f"'{p}' is a directory, not a checkpoint")
+    p = _existing_file(path)
     with open(p, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
