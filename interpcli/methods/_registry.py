@@ -1,0 +1,105 @@
+"""Attribution-method registry: ``@register_method`` on a function with one signature.
+
+    fn(model, x, target, *, batch_size=None, **params) -> Tensor
+
+``model`` is a :class:`~interpcli.models.Classifier` (images in [0, 1] -> logits), ``x`` a
+float batch (N, C, H, W) on the model's device, ``target`` int64 (N,) class indices.  The
+result is (N, C, H, W) (per input channel) or (N, 1, H, W) (one map per image, for CAM and
+perturbation methods), float32, detached.  Adding a method is one file with one decorated
+function and its import in ``methods/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ConfigError, UnknownName
+
+__all__ = ["MethodInfo", "register_method", "get_method", "list_methods", "attribute"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodInfo:
+    """What the registry knows of a method.
+
+    Attributes:
+        name: registry name (``interp explain --method NAME``).
+        fn: the attribution function.
+        description: one line for listings.
+        kind: ``gradient``, ``cam``, ``perturbation`` or ``model`` (model-specific).
+        uses_gradients: needs backward passes (else runs under inference mode).
+        class_specific: the map depends on the target class.
+        signed: values can be negative (diverging colour map) or not (sequential).
+        needs_layer: takes a ``layer`` parameter (default: the arch's target layer).
+        bcos_only: only for B-cos models.
+        defaults: default parameters (documented, recorded in artifacts).
+        paper: reference URL.
+    """
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    description: str
+    kind: str
+    uses_gradients: bool
+    class_specific: bool = True
+    signed: bool = True
+    needs_layer: bool = False
+    bcos_only: bool = False
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    paper: str | None = None
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
+
+
+def register_method(name: str, **info: Any) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        if name in _REGISTRY:
+            raise ValueError(f"method '{name}' registered twice")
+        _REGISTRY[name] = MethodInfo(name=name, fn=fn, **info)
+        return fn
+
+    return deco
+
+
+def list_methods(kind: str | None = None) -> list[str]:
+    return sorted(n for n, i in _REGISTRY.items() if kind is None or i.kind == kind)
+
+
+def get_method(name: str) -> MethodInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownName("method", name, list(_REGISTRY)) from None
+
+
+def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | int, method: str,
+              batch_size: int | None = None, **params: Any) -> torch.Tensor:
+    """Attributions of ``method`` for ``target`` (an int or (N,) classes) on images ``x``.
+
+    Unknown parameters, a target out of range and B-cos-only methods on other models are
+    :class:`~interpcli.errors.ConfigError`.  The model is put in eval mode.
+    """
+    info = get_method(method)
+    unknown = sorted(set(params) - set(info.defaults))
+    if unknown:
+        valid = ", ".join(sorted(info.defaults)) or "none"
+        raise ConfigError(f"method '{method}' has no parameter {', '.join(unknown)}; its parameters: {valid}")
+    if info.bcos_only:
+        from ..models.bcos import is_bcos
+
+        if not is_bcos(model):
+            raise ConfigError(f"method '{method}' needs a B-cos model (arch bcos-*)")
+    n_classes = getattr(model, "num_classes", None)
+    target = torch.as_tensor(target, device=x.device).long()
+    target = target.expand(len(x)).clone() if target.dim() == 0 else target
+    if len(target) != len(x):
+        raise ConfigError(f"{len(target)} targets for {len(x)} images")
+    if n_classes is not None and len(target) and (int(target.min()) < 0 or int(target.max()) >= n_classes):
+        raise ConfigError(f"target class out of range 0..{n_classes - 1}")
+    model.eval()
+    out = info.fn(model, x, target, batch_size=batch_size, **{**info.defaults, **params})
+    return out.detach().float()
