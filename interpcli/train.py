@@ -37,7 +37,7 @@ from .device import autocast, configure_backends, resolve_device, seed_everythin
 from .errors import ArtifactError, ConfigError
 from .models import Classifier, first_layer, get_model_info
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "sidecar", "OPTIMIZERS", "SCHEDULES", "LOSSES"]
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "evaluate_checkpoint", "checkpoint_dataset", "sidecar", "OPTIMIZERS", "SCHEDULES", "LOSSES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
@@ -357,6 +357,39 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: in
         "per_class_accuracy": per_class,
         "confusion": conf.tolist(),
     }
+
+
+def checkpoint_dataset(meta: dict[str, Any], dataset: str | None = None,
+                       data_dir: str | None = None) -> tuple[Dataset, str]:
+    """The dataset a checkpoint was trained on (same loader options and class subset), or ``dataset``."""
+    dmeta, tcfg = meta.get("dataset", {}), meta.get("train_config", {})
+    name = dataset or tcfg.get("dataset") or dmeta.get("name")  # train_config keeps a .npz path as given
+    if not name:
+        raise ConfigError("the checkpoint does not name its dataset; pass --dataset")
+    same = dataset is None or dataset in (tcfg.get("dataset"), dmeta.get("name"))
+    ds = load_dataset(name, data_dir if data_dir is not None else (tcfg.get("data_dir") if same else None),
+                      **(tcfg.get("dataset_options", {}) if same else {}))
+    if dmeta.get("class_subset") and same:
+        ds = ds.subset_classes(dmeta["class_subset"])
+    return ds, name
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | None = None, data_dir: str | None = None,
+                        split: str = "test", device: str = "auto", batch_size: int = 1000) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and confusion matrix of a checkpoint on a dataset split
+    (default: the dataset it was trained on)."""
+    dev = resolve_device(device)
+    configure_backends(dev)
+    model = artifacts.load_model(checkpoint, dev)
+    ds, name = checkpoint_dataset(model.meta, dataset, data_dir)
+    if tuple(ds.input_shape) != tuple(model.input_shape):
+        raise ConfigError(f"dataset '{name}' has images {tuple(ds.input_shape)} but the model expects "
+                          f"{tuple(model.input_shape)}")
+    if ds.num_classes != model.num_classes:
+        raise ConfigError(f"dataset '{name}' has {ds.num_classes} classes but the model {model.num_classes}")
+    x, y = ds.split(split)
+    res = evaluate(model, x, y, model.num_classes, batch_size)
+    return {"checkpoint": str(checkpoint), "dataset": name, "split": split, "classes": model.classes, **res}
 
 
 # ----------------------------------------------------------------------------------------

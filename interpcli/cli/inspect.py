@@ -9,10 +9,9 @@ import typer
 from rich.table import Table
 
 from .. import artifacts
-from ..data import get_dataset_info, list_datasets, load_dataset
-from ..device import configure_backends, resolve_device
+from ..data import get_dataset_info, list_datasets
 from ..models import create_model, get_model_info, list_models
-from ..train import evaluate
+from ..train import evaluate_checkpoint
 from . import app
 from ._console import out, print_json
 from ._options import CheckpointArg, DataDirOpt, DeviceOpt, JsonOpt
@@ -50,43 +49,6 @@ def info_cmd(checkpoint: CheckpointArg, json_out: JsonOpt = False) -> None:
         else:
             table.add_row(k, _fmt(v))
     out.print(table)
-
-
-def evaluate_checkpoint(checkpoint: Path, dataset: str | None = None, data_dir: str | None = None, split: str = "test",
-                        device: str = "auto", batch_size: int = 1000) -> dict[str, Any]:
-    """Accuracy, per-class accuracy and confusion matrix of a checkpoint on a dataset split.
-
-    The dataset defaults to the one the checkpoint was trained on, with the same class
-    subset and loader options.
-    """
-    meta = artifacts.read_metadata(checkpoint)
-    dmeta = meta.get("dataset", {})
-    tcfg = meta.get("train_config", {})
-    name = dataset or tcfg.get("dataset") or dmeta.get("name")  # train_config keeps a .npz path as given
-    if not name:
-        from ..errors import ConfigError
-
-        raise ConfigError("the checkpoint does not name its dataset; pass --dataset")
-    same = dataset is None or dataset in (tcfg.get("dataset"), dmeta.get("name"))
-    ds = load_dataset(name, data_dir if data_dir is not None else (tcfg.get("data_dir") if same else None),
-                      **(tcfg.get("dataset_options", {}) if same else {}))
-    if dmeta.get("class_subset") and same:
-        ds = ds.subset_classes(dmeta["class_subset"])
-    dev = resolve_device(device)
-    configure_backends(dev)
-    model = artifacts.load_model(checkpoint, dev)
-    if tuple(ds.input_shape) != tuple(model.input_shape):
-        from ..errors import ConfigError
-
-        raise ConfigError(f"dataset '{name}' has images {tuple(ds.input_shape)} but the model expects "
-                          f"{tuple(model.input_shape)}")
-    if ds.num_classes != model.num_classes:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"dataset '{name}' has {ds.num_classes} classes but the model {model.num_classes}")
-    x, y = ds.split(split)
-    res = evaluate(model, x, y, model.num_classes, batch_size)
-    return {"checkpoint": str(checkpoint), "dataset": name, "split": split, "classes": model.classes, **res}
 
 
 @app.command("eval", rich_help_panel="Models")
