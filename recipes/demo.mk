@@ -1,5 +1,5 @@
 # The README's quick start as a Makefile: train a small model on the embedded `digits`
-# dataset, evaluate it and record its metadata.  Every target is one `interp` call.
+# dataset, evaluate it, record its metadata and explain a few test images.  Every target is one `interp` call.
 #
 #   make -f recipes/demo.mk INTERP=interp OUT=out/demo
 
@@ -7,7 +7,7 @@ INTERP ?= interp
 OUT    ?= out/demo
 DEVICE ?= auto
 
-all: $(OUT)/eval.json $(OUT)/info.json
+all: $(OUT)/eval.json $(OUT)/info.json $(OUT)/explain/grid.png
 
 $(OUT):
 	mkdir -p $@
@@ -23,4 +23,8 @@ $(OUT)/eval.json: $(OUT)/lenet.safetensors
 $(OUT)/info.json: $(OUT)/lenet.safetensors
 	$(INTERP) info $< --json > $@.tmp && mv $@.tmp $@
 
+
+$(OUT)/explain/grid.png: $(OUT)/lenet.safetensors
+	$(INTERP) explain $< --indices 0:6 --method grad --method intgrad --method smoothgrad --method gradcam \
+		--device $(DEVICE) --out $(OUT)/explain
 .PHONY: all

@@ -11,19 +11,19 @@
 from __future__ import annotations
 
 import torch
-import warnings
-
 from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
 from ._common import batched, make_baseline
 from ._registry import register_method
 
-# Captum warns each time it turns on requires_grad for an input; that is expected here.
-warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
+
+def _leaf(x: torch.Tensor) -> torch.Tensor:
+    """A fresh leaf that requires grad (Captum warns when it has to switch that on itself)."""
+    return x.detach().clone().requires_grad_(True)
 
 
 def _saliency(model, x, target, abs: bool) -> torch.Tensor:
-    return Saliency(model).attribute(x, target=target, abs=abs)
+    return Saliency(model).attribute(_leaf(x), target=target, abs=abs)
 
 
 @register_method("grad", description="gradient of the target logit w.r.t. the pixels", kind="gradient",
@@ -35,7 +35,7 @@ def grad(model, x, target, *, batch_size=None, abs=False):
 @register_method("ixg", description="input x gradient", kind="gradient", uses_gradients=True,
                  paper="https://arxiv.org/abs/1605.01713")
 def ixg(model, x, target, *, batch_size=None):
-    return batched(lambda xb, tb: InputXGradient(model).attribute(xb, target=tb), x, target, batch_size)
+    return batched(lambda xb, tb: InputXGradient(model).attribute(_leaf(xb), target=tb), x, target, batch_size)
 
 
 def _noise_tunnel(model, x, target, batch_size, kind, n_samples, sigma, seed):
@@ -45,7 +45,7 @@ def _noise_tunnel(model, x, target, batch_size, kind, n_samples, sigma, seed):
     nt = NoiseTunnel(Saliency(model))
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return batched(lambda xb, tb: nt.attribute(xb, nt_type=kind, nt_samples=int(n_samples), stdevs=float(sigma),
+        return batched(lambda xb, tb: nt.attribute(_leaf(xb), nt_type=kind, nt_samples=int(n_samples), stdevs=float(sigma),
                                                    target=tb, abs=False), x, target, per_chunk)
 
 
@@ -65,7 +65,7 @@ def vargrad(model, x, target, *, batch_size=None, n_samples=25, sigma=0.15, seed
     return _noise_tunnel(model, x, target, batch_size, "vargrad", n_samples, sigma, seed)
 
 
-_IG_METHODS = {"riemann": "riemann_trapezoid", "gausslegendre": "gausslegendre"}
+_IG_METHODS = {"riemann": "riemann_middle", "gausslegendre": "gausslegendre"}
 
 
 @register_method("intgrad", description="Integrated Gradients from a black/blurred/uniform baseline",
@@ -78,6 +78,6 @@ def intgrad(model, x, target, *, batch_size=None, steps=64, baseline="black", ru
     if rule not in _IG_METHODS:
         raise ConfigError(f"unknown integration rule '{rule}'; use riemann or gausslegendre")
     # Captum's internal batch counts interpolated images (inputs x steps).
-    return IntegratedGradients(model).attribute(x, baselines=make_baseline(baseline, x, seed), target=target,
+    return IntegratedGradients(model).attribute(_leaf(x), baselines=make_baseline(baseline, x, seed), target=target,
                                                 n_steps=int(steps), method=_IG_METHODS[rule],
-                                                internal_batch_size=batch_size or 512)
+                                                internal_batch_size=max(batch_size or 512, len(x)))
