@@ -155,6 +155,7 @@ class ExplainResult:
     params: dict[str, dict[str, Any]]
     classes: list[str]
     checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # e.g. bcos_rgba (M, H, W, 4)
 
 
 def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "pred",
@@ -177,8 +178,16 @@ def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "
         attrs[info.name] = attribute(model, x.to(dev), targets.to(dev), info.name, batch_size=batch_size,
                                      **params.get(info.name, {})).cpu()
         used[info.name] = p
+    extras = {}
+    if "bcos" in attrs:  # the papers' colour picture of W(x) needs the six-channel map
+        from .models.bcos import contributions
+        from .viz import bcos_rgba
+
+        e = contributions(model, x.to(dev), targets.to(dev))
+        extras["bcos_rgba"] = np.stack([bcos_rgba(w, c.sum(0)) for w, c in
+                                        zip(e.weights.cpu().numpy(), e.contributions.cpu().numpy())]).astype(np.float32)
     return ExplainResult(x, targets, inputs.labels[rows], logits[rows], [inputs.sources[int(r)] for r in rows],
-                         attrs, used, list(model.classes))
+                         attrs, used, list(model.classes), extras=extras)
 
 
 def save_explanation(result: ExplainResult, out_dir: str | os.PathLike, png: bool = True,
@@ -213,7 +222,7 @@ def save_explanation(result: ExplainResult, out_dir: str | os.PathLike, png: boo
         artifacts.save_npz(names[0], meta, images=result.images.numpy().astype(np.float32),
                            targets=result.targets.numpy(), labels=result.labels.numpy(),
                            logits=result.logits.numpy(), predictions=result.logits.argmax(1).numpy(),
-                           sources=np.array(result.sources), **arrays)
+                           sources=np.array(result.sources), **arrays, **result.extras)
         if png:
             imgs = result.images.numpy()
             for i in range(len(imgs)):
@@ -223,6 +232,10 @@ def save_explanation(result: ExplainResult, out_dir: str | os.PathLike, png: boo
                     title = f"{result.sources[i]}  target {result.classes[t]}  ({m})"
                     artifacts._write_bytes(f, viz.overlay_png(imgs[i], result.attributions[m][i].numpy(), s, title))
                     names.append(f)
+            for i, rgba in enumerate(result.extras.get("bcos_rgba", [])):
+                f = tmp / f"{i:04d}_bcos_rgb.png"
+                artifacts.save_png(f, (rgba * 255).round().astype(np.uint8), {"method": "bcos", "rendering": "rgba"})
+                names.append(f)
             if len(methods) > 1:
                 f = tmp / "grid.png"
                 rows = [f"{result.classes[int(t)]}" for t in result.targets]

@@ -91,3 +91,32 @@ def grid_png(images: np.ndarray, attrs: Sequence[np.ndarray], methods: Sequence[
     if n:
         axes[0, 0].set_title("image", fontsize=9)
     return _png(plt, fig)
+
+
+def bcos_rgba(weights: "np.ndarray", contributions: "np.ndarray", smooth: int = 15,
+              percentile: float = 99.5) -> "np.ndarray":
+    """The B-cos papers' colour rendering of W_c(x) (Böhle et al. 2022, section 4).
+
+    ``weights`` (2C, H, W) is the dynamic linear map on the [x, 1-x] encoding and
+    ``contributions`` (H, W) its per-pixel contribution map.  Per pixel the 6-vector is
+    scaled so its largest magnitude is 1, negatives are dropped, and RGB = w[:3] / (w[:3] +
+    w[3:]); alpha is the vector's norm (zero where the contribution is negative), smoothed
+    with a ``smooth``-pixel box filter and divided by its ``percentile``.  Returns (H, W, 4)
+    floats in [0, 1].
+    """
+    import torch
+    import torch.nn.functional as F
+
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    contribs = torch.as_tensor(np.asarray(contributions, dtype=np.float64))
+    alpha = w.norm(dim=0)
+    w = (w / (w.abs().amax(0, keepdim=True) + 1e-12)).clamp_min(0)
+    c = w.shape[0] // 2  # 3 for colour images; grey images render as grey
+    rgb = (w[:c] / (w[:c] + w[c:] + 1e-12)).expand(3, -1, -1)
+    alpha = torch.where(contribs < 0, torch.full_like(alpha, 1e-12), alpha)
+    if smooth > 1:
+        alpha = F.avg_pool2d(alpha[None, None], smooth, stride=1, padding=smooth // 2, count_include_pad=False)[0, 0]
+        alpha = alpha[: contribs.shape[0], : contribs.shape[1]]
+    top = float(np.percentile(alpha.numpy(), percentile)) or 1.0
+    alpha = (alpha / top).clamp(0, 1)
+    return torch.cat([rgb, alpha[None]]).permute(1, 2, 0).numpy()

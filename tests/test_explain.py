@@ -211,3 +211,35 @@ def test_explain_cli_bad_images(digits_ckpt, tmp_path):
         r = _run("explain", digits_ckpt, f, "-o", tmp_path / "o", "-q")
         assert r.exit_code == 2 and needle in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_bcos_colour_rendering():
+    from interpcli.viz import bcos_rgba
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(6, 10, 12))
+    x = rng.random((3, 10, 12))
+    enc = np.concatenate([x, 1 - x])
+    contrib = (w * enc).sum(0)
+    out = bcos_rgba(w, contrib, smooth=1)
+    assert out.shape == (10, 12, 4) and (out >= 0).all() and (out <= 1).all()
+    assert np.all(out[..., 3][contrib < 0] < 1e-6)  # negative evidence is transparent
+    # a pixel whose weight points at pure red in the [x, 1-x] encoding renders red
+    w2 = np.zeros((6, 1, 1))
+    w2[0], w2[4], w2[5] = 1.0, 1.0, 1.0
+    assert np.allclose(bcos_rgba(w2, np.ones((1, 1)), smooth=1)[0, 0, :3], [1, 0, 0])
+
+
+def test_explain_cli_bcos_writes_colour_pictures(tmp_path):
+    from interpcli import TrainConfig, train
+
+    ckpt = tmp_path / "b.safetensors"
+    train(TrainConfig(arch="bcos-lenet", dataset="digits", epochs=1), out=ckpt, device="cpu")
+    r = _run("explain", ckpt, "--indices", "0:3", "-m", "bcos", "-o", tmp_path / "o", "-q")
+    assert r.exit_code == 0, r.output
+    assert str(tmp_path / "o" / "0002_bcos_rgb.png") in r.stdout.split()
+    arrays, _ = load_npz(tmp_path / "o" / "attributions.npz")
+    assert arrays["bcos_rgba"].shape == (3, 8, 8, 4)
+    bias = -np.log(9)
+    evidence = arrays["logits"][np.arange(3), arrays["targets"]] - bias
+    assert np.allclose(arrays["attr_bcos"].sum((1, 2, 3)), evidence, rtol=1e-3, atol=1e-4)
