@@ -1,0 +1,145 @@
+"""Attribution speed: images/s of every method, its cost in forward-equivalents, its ratio to
+the method's pass-count minimum, and the same method called directly in Captum, in one run.
+
+    python bench/explain.py                                   # resnet56 + bcos-resnet56, CPU, batch 16
+    python bench/explain.py --archs resnet56 --methods grad intgrad gradcam --batch-size 64
+
+Units, measured on the same model and inputs: F = one batched forward pass (inference
+mode), FB = one batched forward + backward to the input (no weight gradients).  The pass-count minimum of a method is
+FB for grad/ixg/gradcam/bcos, n·FB for smoothgrad/vargrad (n samples) and intgrad (n
+steps), and (perturbations/batch)·F for perturbation methods.  ratio = time / minimum.
+Writes JSON (default out/bench/explain.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from interpcli.device import configure_backends, resolve_device  # noqa: E402
+from interpcli.methods import attribute, get_method, list_methods  # noqa: E402
+from interpcli.models import Classifier, get_model_info  # noqa: E402
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def minimum_passes(name: str, params: dict, n_images: int) -> tuple[float, str] | None:
+    """(count, unit) of the method's pass-count minimum for one batch, or None if unknown."""
+    if name in ("grad", "ixg", "gradcam", "gradcam++", "bcos", "guided-backprop", "deeplift"):
+        return 1, "FB"
+    if name in ("smoothgrad", "vargrad"):
+        return params["n_samples"], "FB"
+    if name == "intgrad":
+        return params["steps"], "FB"
+    if name == "rise":
+        return params["n_masks"], "F"
+    if name in ("lime", "kernelshap"):
+        return params["n_samples"], "F"
+    return None
+
+
+def captum_reference(name: str, model, x, t, params):
+    """The same method called directly in Captum (None where Captum has no equivalent)."""
+    import captum.attr as ca
+
+    if name == "grad":
+        return lambda: ca.Saliency(model).attribute(x.clone().requires_grad_(), target=t, abs=False)
+    if name == "ixg":
+        return lambda: ca.InputXGradient(model).attribute(x.clone().requires_grad_(), target=t)
+    if name == "intgrad":
+        return lambda: ca.IntegratedGradients(model).attribute(x.clone().requires_grad_(), target=t,
+                                                               n_steps=params["steps"], method="gausslegendre",
+                                                               internal_batch_size=512)
+    if name == "smoothgrad":
+        return lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
+            x.clone().requires_grad_(), nt_type="smoothgrad", nt_samples=params["n_samples"],
+            stdevs=params["sigma"], target=t, abs=False)
+    if name == "gradcam":
+        layer = model.layer(model.target_layer)
+        return lambda: ca.LayerAttribution.interpolate(
+            ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True), x.shape[-2:], "bilinear")
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archs", nargs="*", default=["resnet56", "bcos-resnet56"])
+    ap.add_argument("--methods", nargs="*", default=None)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--param", nargs="*", default=["steps=16", "n_samples=8"],
+                    help="KEY=VALUE overrides for every method that has KEY (keeps CPU runs short)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "explain.json")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    configure_backends(device)
+    overrides = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    report = {"benchmark": "explain", "device": str(device), "threads": torch.get_num_threads(),
+              "batch_size": args.batch_size, "torch": torch.__version__, "results": {}}
+    for arch in args.archs:
+        info = get_model_info(arch)
+        torch.manual_seed(0)
+        model = Classifier(arch, 10, info.default_input, {"kind": "bcos6" if info.encoding == "bcos6" else "identity"})
+        model = model.to(device).eval()
+        x = torch.rand(args.batch_size, *info.default_input, device=device)
+        t = torch.arange(args.batch_size, device=device) % 10
+
+        def fwd():
+            with torch.inference_mode():
+                model(x)
+
+        def fwdbwd():  # input gradient only, as attribution methods need (no weight gradients)
+            xx = x.clone().requires_grad_()
+            torch.autograd.grad(model(xx)[:, 0].sum(), xx)
+
+        unit = {"F": timed(fwd, args.repeats), "FB": timed(fwdbwd, args.repeats)}
+        rows = {}
+        for name in args.methods or list_methods():
+            mi = get_method(name)
+            if mi.bcos_only and info.family != "bcos":
+                continue
+            params = {**mi.defaults, **{k: v for k, v in overrides.items() if k in mi.defaults}}
+            kw = {k: v for k, v in params.items() if k in overrides}
+            sec = timed(lambda: attribute(model, x, t, name, **kw), args.repeats)
+            row = {"seconds": sec, "images_per_s": args.batch_size / sec, "forward_equivalents": sec / unit["F"],
+                   "params": params}
+            mp = minimum_passes(name, params, args.batch_size)
+            if mp:
+                row["minimum_seconds"] = mp[0] * unit[mp[1]]
+                row["ratio_to_minimum"] = sec / row["minimum_seconds"]
+            ref = captum_reference(name, model, x, t, params)
+            if ref is not None:
+                rsec = timed(ref, args.repeats)
+                row["captum_seconds"] = rsec
+                row["speedup_vs_captum"] = rsec / sec
+            rows[name] = row
+            extra = f"  vs captum {row['speedup_vs_captum']:.2f}x" if "speedup_vs_captum" in row else ""
+            ratio = f"  {row['ratio_to_minimum']:.2f}x of minimum" if "ratio_to_minimum" in row else ""
+            print(f"{arch:14s} {name:16s} {row['images_per_s']:9.1f} img/s  {row['forward_equivalents']:7.1f} F{ratio}{extra}",
+                  flush=True)
+        report["results"][arch] = {"unit_seconds": unit, "methods": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
