@@ -16,15 +16,13 @@ from interpcli.data import (Dataset, DeviceLoader, augment_batch, get_dataset_in
 from interpcli.data.loader import epoch_generator
 from interpcli.errors import ConfigError, DatasetError, InterpError, UnknownName
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .conftest import shared_npz
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def _shared(name: str) -> Path:
-    p = SHARED_DATA / f"{name}.npz"
-    if not p.is_file():
-        pytest.skip(f"{p} not present")
-    return SHARED_DATA
+    return shared_npz(name).parent
 
 
 # ----------------------------------------------------------------------------------------
