@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -40,7 +41,7 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def minimum_passes(name: str, params: dict, n_images: int) -> tuple[float, str] | None:
+def minimum_passes(name: str, params: dict, size: tuple[int, int]) -> tuple[float, str] | None:
     """(count, unit) of the method's pass-count minimum for one batch, or None if unknown."""
     if name in ("grad", "ixg", "gradcam", "gradcam++", "bcos", "guided-backprop", "deeplift"):
         return 1, "FB"
@@ -48,8 +49,11 @@ def minimum_passes(name: str, params: dict, n_images: int) -> tuple[float, str] 
         return params["n_samples"], "FB"
     if name == "intgrad":
         return params["steps"], "FB"
-    if name == "rise":
+    if name == "rise":  # K perturbations of each of the batch's images = K batched forwards
         return params["n_masks"], "F"
+    if name == "occlusion":
+        per_axis = [math.ceil((s - params["window"]) / params["stride"]) + 1 for s in size]
+        return per_axis[0] * per_axis[1], "F"
     if name in ("lime", "kernelshap"):
         return params["n_samples"], "F"
     return None
@@ -71,6 +75,11 @@ def captum_reference(name: str, model, x, t, params):
         return lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
             x.clone().requires_grad_(), nt_type="smoothgrad", nt_samples=params["n_samples"],
             stdevs=params["sigma"], target=t, abs=False)
+    if name == "occlusion":
+        w, st = params["window"], params["stride"]
+        return lambda: ca.Occlusion(model).attribute(x, sliding_window_shapes=(x.shape[1], w, w),
+                                                     strides=(x.shape[1], st, st), baselines=params["fill"],
+                                                     target=t, perturbations_per_eval=16)
     if name == "gradcam":
         layer = model.layer(model.target_layer)
         return lambda: ca.LayerAttribution.interpolate(
@@ -84,7 +93,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=None)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--param", nargs="*", default=["steps=16", "n_samples=8"],
+    ap.add_argument("--param", nargs="*", default=["steps=16", "n_samples=8", "n_masks=256"],
                     help="KEY=VALUE overrides for every method that has KEY (keeps CPU runs short)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "explain.json")
@@ -121,7 +130,7 @@ def main() -> None:
             sec = timed(lambda: attribute(model, x, t, name, **kw), args.repeats)
             row = {"seconds": sec, "images_per_s": args.batch_size / sec, "forward_equivalents": sec / unit["F"],
                    "params": params}
-            mp = minimum_passes(name, params, args.batch_size)
+            mp = minimum_passes(name, params, tuple(x.shape[-2:]))
             if mp:
                 row["minimum_seconds"] = mp[0] * unit[mp[1]]
                 row["ratio_to_minimum"] = sec / row["minimum_seconds"]
