@@ -3,7 +3,7 @@
 The library is the product; the ``interp`` command is a thin layer over it.  The flat
 public API below is what every command calls::
 
-    from interpcli import load_model, load_dataset, train, TrainConfig, evaluate
+    from interpcli import load_model, load_dataset, train, TrainConfig, evaluate, attribute
 """
 
 __version__ = "0.1.0"
@@ -19,7 +19,8 @@ from .artifacts import (  # noqa: E402
 )
 from .data import list_datasets, load_dataset  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
-from .train import TrainConfig, evaluate, train  # noqa: E402
+from .train import TrainConfig, evaluate, evaluate_checkpoint, train  # noqa: E402
+from .methods import attribute, get_method, list_methods  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -38,4 +39,8 @@ __all__ = [
     "TrainConfig",
     "train",
     "evaluate",
+    "evaluate_checkpoint",
+    "attribute",
+    "get_method",
+    "list_methods",
 ]
