@@ -219,8 +219,11 @@ def test_bcos_cifar_archs_learn_digits(arch, kw):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,kw", [("bcos-resnet20", {}), ("bcos-resnet56", {}), ("bcos-vgg9", {"width": 0.25})])
+@pytest.mark.parametrize("arch,kw", [("bcos-resnet20", {}), ("bcos-resnet56", {"norm": "bnu"}),
+                                     ("bcos-vgg9", {"width": 0.25})])
 def test_bcos_cifar_nets_learn_plane_vs_car(tmp_path, arch, kw):
+    # Without normalisation the 56-layer net barely moves in 3 short epochs (0.55); with the v2
+    # uncentred BatchNorm it learns.  The no-norm default follows the v2 CIFAR base config.
     data = _two_class_cifar(tmp_path, n_train=1024)
     res = train(TrainConfig(arch=arch, dataset=str(data), arch_kwargs=kw, epochs=3, batch_size=32, lr=3e-3, seed=0),
                 device="cpu")
