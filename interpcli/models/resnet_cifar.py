@@ -27,15 +27,16 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=bias)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.relu = nn.ReLU(inplace=True)
+        # One ReLU module per use, not in place: propagation rules (DeepLIFT, guided backprop) hook modules.
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=bias), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        return self.relu2(out + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
@@ -47,7 +48,7 @@ class CifarResNet(nn.Module):
         widths = (width, 2 * width, 4 * width)
         self.conv1 = nn.Conv2d(in_chans, width, 3, 1, 1, bias=bias)
         self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU()
         layers, c = [], width
         for i, w in enumerate(widths):
             blocks = []

@@ -23,8 +23,9 @@ class LeNet(nn.Module):
         c, h, w = input_shape
         self.conv1 = nn.Conv2d(c, width, 5, padding=2, bias=bias)
         self.conv2 = nn.Conv2d(width, 16, 5, padding=2, bias=bias)
-        self.relu = nn.ReLU()
-        self.pool = nn.MaxPool2d(2)
+        # One activation/pooling module per use: propagation rules (DeepLIFT, guided backprop) hook modules.
+        self.relu1, self.relu2, self.relu3, self.relu4 = (nn.ReLU() for _ in range(4))
+        self.pool1, self.pool2 = nn.MaxPool2d(2), nn.MaxPool2d(2)
         if h < 4 or w < 4:
             raise ValueError("LeNet needs inputs of at least 4x4")
         self.num_features = 16 * (h // 4) * (w // 4)
@@ -33,12 +34,12 @@ class LeNet(nn.Module):
         self.fc = nn.Linear(84, num_classes, bias=bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.relu(self.conv1(x)))
-        return self.pool(self.relu(self.conv2(x)))
+        x = self.pool1(self.relu1(self.conv1(x)))
+        return self.pool2(self.relu2(self.conv2(x)))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(x, 1)
-        return self.fc(self.relu(self.fc2(self.relu(self.fc1(x)))))
+        return self.fc(self.relu4(self.fc2(self.relu3(self.fc1(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -86,7 +87,7 @@ class PulseCNN(nn.Module):
         c, h, w = input_shape
         self.conv1 = nn.Conv2d(c, kernels, kernel_size)
         self.conv2 = nn.Conv2d(kernels, conv2_channels, conv2_kernel)
-        self.relu = nn.ReLU()
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
         self.pool = nn.MaxPool2d(pool)
         oh = (h - kernel_size + 1 - conv2_kernel + 1) // pool
         ow = (w - kernel_size + 1 - conv2_kernel + 1) // pool
@@ -104,8 +105,8 @@ class PulseCNN(nn.Module):
         self.out_act = _ACTS[output_activation]() if output_activation else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.conv1(x))
-        return self.pool(self.relu(self.conv2(x)))
+        x = self.relu1(self.conv1(x))
+        return self.pool(self.relu2(self.conv2(x)))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(torch.flatten(x, 1))
