@@ -243,3 +243,38 @@ def test_explain_cli_bcos_writes_colour_pictures(tmp_path):
     bias = -np.log(9)
     evidence = arrays["logits"][np.arange(3), arrays["targets"]] - bias
     assert np.allclose(arrays["attr_bcos"].sum((1, 2, 3)), evidence, rtol=1e-3, atol=1e-4)
+
+
+def test_gradcam_pp_formula():
+    class ConvPatch(nn.Module):
+        """Class 0 = summed ReLU(conv) over the region [8:16, 0:8] of the feature map; class 1 = 0."""
+
+        num_classes = 2
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.target_layer = None
+
+        def layer(self, name):
+            return self.conv
+
+        def forward(self, x):
+            a = torch.relu(self.conv(x))
+            s = (a[:, :, 8:16, 0:8] ** 2).sum((1, 2, 3))
+            return torch.stack([s, torch.zeros_like(s)], 1)
+
+    torch.manual_seed(0)
+    model = ConvPatch().eval()
+    x = torch.rand(2, 3, 16, 16)
+    cam = attribute(model, x, 0, "gradcam++", layer="conv")[:, 0]
+    xx = x.clone()
+    act = model.conv(xx)
+    g = torch.autograd.grad((torch.relu(act)[:, :, 8:16, 0:8] ** 2).sum(), act)[0]
+    act = act.detach()
+    alpha = g**2 / (2 * g**2 + act.sum((2, 3), keepdim=True) * g**3)
+    alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+    w = (alpha * torch.relu(g)).sum((2, 3), keepdim=True)
+    expected = torch.relu((w * act).sum(1))
+    assert torch.allclose(cam, expected, atol=1e-5)  # same size: the upsampling is the identity
+    assert cam.sum() > 0

@@ -35,3 +35,23 @@ def gradcam(model, x, target, *, batch_size=None, layer=None):
         return F.interpolate(cam, size=xb.shape[-2:], mode="bilinear", align_corners=False)
 
     return batched(one, x, target, batch_size)
+
+
+@register_method("gradcam++", description="Grad-CAM++: positive gradients weighted by closed-form alphas",
+                 kind="cam", uses_gradients=True, signed=False, needs_layer=True, defaults={"layer": None},
+                 paper="https://arxiv.org/abs/1710.11063")
+def gradcam_pp(model, x, target, *, batch_size=None, layer=None):
+    """Chattopadhay et al. 2018, eq. 19 with the exponential-output closed form of the higher
+    derivatives (as pytorch-grad-cam): alpha = g^2 / (2 g^2 + sum(A) g^3), w = sum(alpha relu(g))."""
+    module = layer_of(model, layer)
+
+    def one(xb, tb):
+        act, g = _activation_and_grad(model, module, xb, tb)
+        g2, g3 = g.pow(2), g.pow(3)
+        denom = 2 * g2 + act.sum((2, 3), keepdim=True) * g3
+        alpha = torch.where(g != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))
+        w = (alpha * F.relu(g)).sum((2, 3), keepdim=True)
+        cam = F.relu((w * act).sum(1, keepdim=True))
+        return F.interpolate(cam, size=xb.shape[-2:], mode="bilinear", align_corners=False)
+
+    return batched(one, x, target, batch_size)
