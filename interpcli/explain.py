@@ -27,7 +27,7 @@ from . import artifacts
 from .errors import ConfigError, InterpError
 from .methods import attribute, get_method
 
-__all__ = ["Inputs", "load_images", "dataset_inputs", "npz_inputs", "resolve_targets", "explain",
+__all__ = ["Inputs", "load_images", "dataset_inputs", "npz_inputs", "gather_inputs", "resolve_targets", "explain",
            "ExplainResult", "save_explanation"]
 
 
@@ -117,6 +117,19 @@ def npz_inputs(path: str | os.PathLike, model) -> Inputs:
     labels = torch.from_numpy(arrays["labels"]).long() if "labels" in arrays else torch.full((len(x),), -1)
     sources = [str(s) for s in arrays["sources"]] if "sources" in arrays else [f"{path}:{i}" for i in range(len(x))]
     return Inputs(x, labels, sources)
+
+
+def gather_inputs(model, images: Sequence[str | os.PathLike] | None = None, npz: str | os.PathLike | None = None,
+                  dataset: str | None = None, data_dir: str | None = None, split: str = "test",
+                  indices: str = "0:8") -> Inputs:
+    """Image files, an NPZ, or a dataset split (default: the checkpoint's dataset) — exactly one."""
+    if sum(bool(v) for v in (images, npz is not None, dataset)) > 1:
+        raise ConfigError("give images, --npz or --dataset, not several")
+    if images:
+        return load_images(images, model)
+    if npz is not None:
+        return npz_inputs(npz, model)
+    return dataset_inputs(model, dataset, data_dir, split, indices)
 
 
 def resolve_targets(spec: str | int, model, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -90,6 +90,7 @@ def _root(
 from . import train as _train  # noqa: E402,F401  (commands register themselves on `app`)
 from . import inspect as _inspect  # noqa: E402,F401
 from . import explain as _explain  # noqa: E402,F401
+from . import occlude as _occlude  # noqa: E402,F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:

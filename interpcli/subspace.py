@@ -1,0 +1,107 @@
+"""Subspace routines of the mutual-subspace family (Fukui lab conventions, ../shared/METHODS.md 2.2).
+
+All functions are batched over leading dimensions and work on any device.
+
+- :func:`pca_basis`: the top-k left singular vectors of a set of vectors *without centring*
+  (eigenvectors of the autocorrelation matrix X Xᵀ), an orthonormal basis (..., d, k).
+- :func:`canonical_cosines`: cosines of the canonical (principal) angles between two subspaces,
+  the singular values of ΦᵀΨ.
+- :func:`subspace_distance`: 1 - mean cos² θ_i (MSM dissimilarity; 0 = same subspace,
+  1 = orthogonal), over all angles, the first one, or the first k.
+- :func:`difference_subspace`: the Generalized Difference Subspace (Fukui & Maki, TPAMI 2015)
+  of a set of subspaces: eigenvectors of G = Σ_c Φ_c Φ_cᵀ with the *smallest* non-zero
+  eigenvalues.
+- :func:`project_basis` / :func:`project_vectors`: onto a GDS (Dᵀ Φ re-orthonormalised by QR;
+  Dᵀ v).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ConfigError
+
+__all__ = ["pca_basis", "canonical_cosines", "subspace_distance", "difference_subspace", "project_basis",
+           "project_vectors", "vector_distance"]
+
+
+def pca_basis(vectors: torch.Tensor, k: int, normalise: bool = True) -> torch.Tensor:
+    """Uncentred PCA: ``vectors`` (..., n, d) -> orthonormal basis (..., d, k) of their top-k span.
+
+    Each vector is L2-normalised first when ``normalise``.  ``k`` may not exceed n or d.
+    """
+    n, d = vectors.shape[-2:]
+    if not 1 <= k <= min(n, d):
+        raise ConfigError(f"subspace dimension k={k} must be in 1..{min(n, d)} (views {n}, feature size {d})")
+    x = vectors.double()
+    if normalise:
+        x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    u, _, _ = torch.linalg.svd(x.mT, full_matrices=False)  # (..., d, min(n, d))
+    return u[..., :k].to(vectors.dtype)
+
+
+def canonical_cosines(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Cosines of the canonical angles, descending: singular values of pᵀq, (..., min(k1, k2))."""
+    return torch.linalg.svdvals(p.mT @ q).clamp(0.0, 1.0)
+
+
+def _angles(cos: torch.Tensor, angles: str | int) -> torch.Tensor:
+    if angles == "all":
+        return cos
+    if angles == "first":
+        return cos[..., :1]
+    k = int(angles)
+    if not 1 <= k <= cos.shape[-1]:
+        raise ConfigError(f"angles={k} must be in 1..{cos.shape[-1]} (the smaller subspace dimension)")
+    return cos[..., :k]
+
+
+def subspace_distance(p: torch.Tensor, q: torch.Tensor, angles: str | int = "all") -> torch.Tensor:
+    """1 - mean cos² of the canonical angles between span(p) and span(q) (bases (..., d, k))."""
+    return 1.0 - _angles(canonical_cosines(p, q), angles).pow(2).mean(-1)
+
+
+def vector_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
+    """Distance of feature vectors (..., d): ``cosine`` 1 - cos, ``cos2`` 1 - cos², ``l2`` ‖â - b̂‖."""
+    an = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    bn = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if kind == "l2":
+        return (an - bn).norm(dim=-1)
+    cos = (an * bn).sum(-1).clamp(-1.0, 1.0)
+    if kind == "cosine":
+        return 1.0 - cos
+    if kind == "cos2":
+        return 1.0 - cos.pow(2)
+    raise ConfigError(f"unknown distance '{kind}'; use cosine, cos2 or l2")
+
+
+def difference_subspace(bases: list[torch.Tensor] | torch.Tensor, dim: int | float,
+                        rtol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """GDS of subspaces with bases Φ_c (d, k_c): (D (d, dim), eigenvalues of its directions).
+
+    ``dim`` is a number of directions, or a fraction in (0, 1) of the rank of G = Σ Φ_c Φ_cᵀ.
+    Directions with eigenvalue below ``rtol`` x the largest (outside every subspace) are
+    excluded; of the rest the ``dim`` smallest are kept (the principal subspace shared by
+    the classes has the largest eigenvalues and is dropped).
+    """
+    stacked = torch.cat(list(bases), dim=-1) if isinstance(bases, (list, tuple)) else bases
+    g = (stacked.double() @ stacked.double().mT)
+    evals, evecs = torch.linalg.eigh(g)  # ascending
+    keep = evals > rtol * evals[-1].clamp_min(1e-300)
+    evals, evecs = evals[keep], evecs[:, keep]
+    rank = len(evals)
+    n = int(round(dim * rank)) if isinstance(dim, float) and 0 < dim < 1 else int(dim)
+    if not 1 <= n <= rank:
+        raise ConfigError(f"GDS dimension {dim} must be in 1..{rank} (the rank of the summed projections)")
+    return evecs[:, :n].to(stacked.dtype), evals[:n].to(stacked.dtype)
+
+
+def project_basis(gds: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Project a subspace (..., d, k) onto the GDS (d, m): orthonormalised Dᵀ Φ, (..., m, k')."""
+    q, _ = torch.linalg.qr(gds.mT @ basis)
+    return q
+
+
+def project_vectors(gds: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """Coordinates of vectors (..., d) in the GDS (d, m): (..., m)."""
+    return vectors @ gds
