@@ -385,7 +385,8 @@ def dataset_gds(model: nn.Module, cfg: OccludeConfig, checkpoint: str | os.PathL
     d, _ = difference_subspace(bases, cfg.gds_dim)
     d = d.contiguous().cpu()
     if key is not None:
-        artifacts.save_tensors(cache, {"gds": d}, {"kind": "gds", **spec})
+        artifacts.save_tensors(cache, {"gds": d}, {"kind": "gds", "format_version": artifacts.CHECKPOINT_FORMAT_VERSION,
+                                                  **spec})
     return d
 
 
