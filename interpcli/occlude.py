@@ -427,7 +427,7 @@ def occlude(model: nn.Module, x: torch.Tensor, cfg: OccludeConfig | None = None,
     if cfg.score == "class":
         if target is None:
             raise ConfigError("the class score needs a target")
-        target = torch.as_tensor(target, device=x.device).long()
+        target = torch.as_tensor(target, device=x.device).long().clone()  # clone: no inference tensor
         target = target.expand(n).clone() if target.dim() == 0 else target
         k = getattr(model, "num_classes", None)
         if k is not None and n and (int(target.min()) < 0 or int(target.max()) >= k):
