@@ -418,16 +418,21 @@ def occlude(model: nn.Module, x: torch.Tensor, cfg: OccludeConfig | None = None,
 
     ``target`` (int or (N,)) is needed for the ``class`` score only.  ``extra_views``
     (V, C, H, W) or (N, V, C, H, W) adds a GDS set; ``gds`` (d, m) overrides the GDS (e.g. one
-    from :func:`dataset_gds`).  ``progress(n)`` is called after each image.
+    from :func:`dataset_gds`).  ``progress(n)`` is called with the number of images done.
+
+    The (image, mask) pairs of all images are evaluated together in chunks of
+    ``batch_size`` model inputs (x ``views`` for subspace scores), so small images with
+    few masks still fill large batches.
     """
     cfg = cfg or OccludeConfig()
     cfg.check()
     model.eval()
     n = len(x)
+    dev = x.device
     if cfg.score == "class":
         if target is None:
             raise ConfigError("the class score needs a target")
-        target = torch.as_tensor(target, device=x.device).long().clone()  # clone: no inference tensor
+        target = torch.as_tensor(target, device=dev).long().clone()  # clone: no inference tensor
         target = target.expand(n).clone() if target.dim() == 0 else target
         k = getattr(model, "num_classes", None)
         if k is not None and n and (int(target.min()) < 0 or int(target.max()) >= k):
@@ -439,84 +444,111 @@ def occlude(model: nn.Module, x: torch.Tensor, cfg: OccludeConfig | None = None,
     use_views = cfg.score == "subspace" or (cfg.score == "gds" and cfg.gds_mode == "subspace")
     views = draw_views(cfg.augment, int(cfg.views), torch.Generator().manual_seed(int(cfg.seed)),
                        include_identity=True) if use_views else None
-    maps, all_scores, all_eval, gds_dims = [], [], [], []
+    per = max(1, bs // len(views)) if use_views else bs  # (image, mask) pairs per chunk
+
+    # what every image is compared with: base score, reference features or subspace, its GDS
+    gdss: list[torch.Tensor | None] = [None] * n
+    with torch.inference_mode():
+        if cfg.score == "gds":
+            for i in range(n):
+                if gds is not None:
+                    gdss[i] = gds.to(dev, torch.float32)
+                else:
+                    ex = None if extra_views is None else (extra_views[i] if extra_views.dim() == 5 else extra_views)
+                    gdss[i], _ = image_gds(phi, x[i : i + 1], cfg, ex)
+        if cfg.score == "class":
+            logits = torch.cat([model(c).float() for c in x.split(bs)])
+            refs = (logits.softmax(1) if cfg.class_score == "prob" else logits).gather(1, target[:, None])[:, 0]
+        elif use_views:
+            feats = _views_features(phi, views, x, bs)  # (N, A, d)
+            refs = [pca_basis(f, int(cfg.k)) for f in feats]
+            if cfg.score == "gds":
+                refs = [project_basis(d, r) for d, r in zip(gdss, refs)]
+        else:
+            refs = torch.cat([phi(c) for c in x.split(bs)])
+            if cfg.score == "gds":
+                refs = [project_vectors(d, r) for d, r in zip(gdss, refs)]
+
+    # which masks to score (all, or the top fraction by gradient saliency)
+    orders, proxies = [], []
     saliency = None
     if cfg.grad_prune is not None and float(cfg.grad_prune) < 1:
         saliency = _grad_saliency(model, phi, x, fills, target, cfg.score)
-    for i in range(n):
-        xi, fi, ms = x[i : i + 1], fills[i : i + 1], masksets[i]
+    for i, ms in enumerate(masksets):
         kk = len(ms)
-        d = None
-        if cfg.score == "gds":
-            if gds is not None:
-                d = gds.to(x.device, torch.float32)
-            else:
-                ex = None
-                if extra_views is not None:
-                    ex = extra_views[i] if extra_views.dim() == 5 else extra_views
-                with torch.inference_mode():
-                    d, _ = image_gds(phi, xi, cfg, ex)
-            gds_dims.append(d.shape[1])
-        order = torch.arange(kk)
-        evaluated = torch.ones(kk, dtype=torch.bool)
-        proxy = None
-        if saliency is not None:
-            proxy = torch.cat([torch.einsum("khw,hw->k", ms.get(c, x.device)[:, 0], saliency[i]) for c in
-                               _chunks(kk, 1024)]).cpu()
-            keep = max(1, math.ceil(float(cfg.grad_prune) * kk))
-            order = torch.argsort(proxy, descending=True, stable=True)[:keep]
-            evaluated = torch.zeros(kk, dtype=torch.bool)
-            evaluated[order] = True
-        scores = torch.zeros(kk)
-        with torch.inference_mode():
+        if saliency is None:
+            orders.append(torch.arange(kk))
+            proxies.append(None)
+            continue
+        proxy = torch.cat([torch.einsum("khw,hw->k", ms.get(c, dev)[:, 0], saliency[i]) for c in
+                           _chunks(kk, 1024)]).cpu()
+        keep = max(1, math.ceil(float(cfg.grad_prune) * kk))
+        orders.append(torch.argsort(proxy, descending=True, stable=True)[:keep])
+        proxies.append(proxy)
+
+    def score_rows(img: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Scores of a chunk's occluded inputs; ``img`` gives the image of each row."""
+        s = torch.empty(len(img), device=dev)
+        for i in torch.unique(img).tolist():
+            rows = img == i
             if cfg.score == "class":
-                logits = model(xi).float()
-                base = (logits.softmax(1) if cfg.class_score == "prob" else logits)[0, target[i]]
+                s[rows] = refs[i] - out[rows]
             elif use_views:
-                ref_basis = pca_basis(_views_features(phi, views, xi, bs)[0], int(cfg.k))  # (d, k)
-                if cfg.score == "gds":  # METHODS.md 2.2 step 5: Dᵀ Φ, re-orthonormalised
-                    ref_basis = project_basis(d, ref_basis)
-            else:
-                ref = phi(xi)
+                basis = pca_basis(out[rows], int(cfg.k))
                 if cfg.score == "gds":
-                    ref = project_vectors(d, ref)
-            per = max(1, bs // len(views)) if use_views else bs
-            for c in order.split(per):
-                m = ms.get(c, x.device)
-                xo = xi * (1 - m) + fi * m
-                if cfg.score == "class":
-                    out = model(xo).float()
-                    s = base - (out.softmax(1) if cfg.class_score == "prob" else out)[:, target[i]]
-                elif use_views:
-                    basis = pca_basis(_views_features(phi, views, xo, bs), int(cfg.k))  # (c, d, k)
-                    if cfg.score == "gds":
-                        basis = project_basis(d, basis)
-                    s = subspace_distance(ref_basis, basis, cfg.angles)
-                else:
-                    f = phi(xo)
-                    if cfg.score == "gds":
-                        f = project_vectors(d, f)
-                    s = vector_distance(ref, f, cfg.distance)
-                scores[c] = s.float().cpu()
-        if proxy is not None and not bool(evaluated.all()):
-            rest = ~evaluated
-            if cfg.grad_prune_rest == "scaled":
-                scale = float(scores[evaluated].sum() / proxy[evaluated].sum().clamp_min(1e-12))
-                scores[rest] = proxy[rest] * scale
-        total = torch.zeros(x.shape[-2:], device=x.device)
-        count = torch.zeros(x.shape[-2:], device=x.device)
-        sd = scores.to(x.device)
+                    basis = project_basis(gdss[i], basis)
+                s[rows] = subspace_distance(refs[i], basis, cfg.angles).float()
+            else:
+                f = out[rows] if cfg.score != "gds" else project_vectors(gdss[i], out[rows])
+                s[rows] = vector_distance(refs[i], f, cfg.distance).float()
+        return s
+
+    scores = [torch.zeros(len(ms)) for ms in masksets]
+    img_of = torch.cat([torch.full((len(o),), i) for i, o in enumerate(orders)])
+    mask_of = torch.cat(orders)
+    ends = torch.cumsum(torch.tensor([len(o) for o in orders]), 0)  # pairs done when an image is complete
+    with torch.inference_mode():
+        for c in _chunks(len(img_of), per):
+            img, msk = img_of[c], mask_of[c]
+            parts = []
+            for i in torch.unique(img).tolist():
+                m = masksets[i].get(msk[img == i], dev)
+                parts.append(x[i : i + 1] * (1 - m) + fills[i : i + 1] * m)
+            xo = torch.cat(parts)
+            if cfg.score == "class":
+                o = model(xo).float()
+                o = (o.softmax(1) if cfg.class_score == "prob" else o).gather(1, target[img.to(dev), None])[:, 0]
+            elif use_views:
+                o = _views_features(phi, views, xo, bs)  # (c, A, d)
+            else:
+                o = phi(xo)
+            s = score_rows(img.to(dev), o).cpu()
+            for i in torch.unique(img).tolist():
+                scores[i][msk[img == i]] = s[img == i]
+            if progress is not None:
+                progress(int((ends <= int(c[-1]) + 1).sum()))
+
+    maps, evaluated_all = [], []
+    for i, ms in enumerate(masksets):
+        kk = len(ms)
+        evaluated = torch.zeros(kk, dtype=torch.bool)
+        evaluated[orders[i]] = True
+        if proxies[i] is not None and not bool(evaluated.all()) and cfg.grad_prune_rest == "scaled":
+            proxy = proxies[i]
+            scale = float(scores[i][evaluated].sum() / proxy[evaluated].sum().clamp_min(1e-12))
+            scores[i][~evaluated] = proxy[~evaluated] * scale
+        total = torch.zeros(x.shape[-2:], device=dev)
+        count = torch.zeros(x.shape[-2:], device=dev)
+        sd = scores[i].to(dev)
         for c in _chunks(kk, 1024):
-            m = ms.get(c, x.device)[:, 0]
-            total += torch.einsum("k,khw->hw", sd[c.to(x.device)], m)
+            m = ms.get(c, dev)[:, 0]
+            total += torch.einsum("k,khw->hw", sd[c.to(dev)], m)
             count += m.sum(0)
         maps.append(torch.where(count > 0, total / count.clamp_min(1e-12), torch.zeros_like(total)))
-        all_scores.append(scores)
-        all_eval.append(evaluated)
-        if progress is not None:
-            progress(i + 1)
-    return OccludeResult(torch.stack(maps)[:, None].float().cpu(), all_scores, all_eval,
-                         dataclasses.asdict(cfg), gds_dims)
+        evaluated_all.append(evaluated)
+    gds_dims = [d.shape[1] for d in gdss] if cfg.score == "gds" else []
+    return OccludeResult(torch.stack(maps)[:, None].float().cpu(), scores, evaluated_all, dataclasses.asdict(cfg),
+                         gds_dims)
 
 
 def load_extra_views(path: str | os.PathLike, n: int, shape: tuple[int, ...]) -> torch.Tensor:

@@ -143,11 +143,12 @@ def test_registered_methods_use_the_engine():
     assert not info.class_specific and not info.signed
     a = attribute(model, x, 0, "rosa", window=4, stride=4)
     b = occlude(model, x, OccludeConfig(window=4, stride=4, score="repr")).maps
-    assert torch.allclose(a, b)
+    assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)  # attribute() may fold BatchNorm (float rounding)
     g = attribute(model, x, 5, "gds", window=4, stride=4, views=4, k=2)
     assert g.shape == (2, 1, 16, 16) and float(g.min()) >= 0
     o = attribute(model, x, 5, "osa-das", window=4, stride=4, views=4, k=2)
-    assert torch.allclose(o, occlude(model, x, OccludeConfig(window=4, stride=4, score="subspace", views=4, k=2)).maps)
+    ref = occlude(model, x, OccludeConfig(window=4, stride=4, score="subspace", views=4, k=2)).maps
+    assert torch.allclose(o, ref, rtol=1e-3, atol=1e-5)
 
 
 def test_augmentations_apply_the_same_draws_to_every_image():
