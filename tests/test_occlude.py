@@ -221,3 +221,16 @@ def test_occlude_cli_bad_input(digits_ckpt, tmp_path, args, needle):
     assert r.exit_code == 2, r.output
     assert needle in r.output and "Traceback" not in r.output
     assert not out.exists()
+
+
+def test_explain_cli_runs_gds_on_an_image_file(digits_ckpt, tmp_path):
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(0).random((8, 8)) * 255).astype(np.uint8)).save(tmp_path / "d.png")
+    out = tmp_path / "e"
+    r = CliRunner().invoke(app, ["explain", str(digits_ckpt), str(tmp_path / "d.png"), "--method", "gds", "-m", "rosa",
+                                 "-p", "window=2", "-p", "stride=2", "-p", "gds.views=4", "-p", "gds.k=2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    arrays, meta = load_npz(out / "attributions.npz")
+    assert arrays["attr_gds"].shape == arrays["attr_rosa"].shape == (1, 1, 8, 8)
+    assert meta["params"]["gds"]["views"] == 4 and (out / "grid.png").exists()
