@@ -7,7 +7,7 @@ INTERP ?= interp
 OUT    ?= out/demo
 DEVICE ?= auto
 
-all: $(OUT)/eval.json $(OUT)/info.json $(OUT)/explain/grid.png
+all: $(OUT)/eval.json $(OUT)/info.json $(OUT)/occlude/attributions.npz $(OUT)/explain/grid.png
 
 $(OUT):
 	mkdir -p $@
@@ -23,6 +23,9 @@ $(OUT)/eval.json: $(OUT)/lenet.safetensors
 $(OUT)/info.json: $(OUT)/lenet.safetensors
 	$(INTERP) info $< --json > $@.tmp && mv $@.tmp $@
 
+$(OUT)/occlude/attributions.npz: $(OUT)/lenet.safetensors
+	$(INTERP) occlude $< --indices 0:6 --score gds --window 2 --stride 1 --views 8 --k 2 \
+		--device $(DEVICE) --out $(OUT)/occlude
 
 $(OUT)/explain/grid.png: $(OUT)/lenet.safetensors
 	$(INTERP) explain $< --indices 0:6 --method grad --method intgrad --method smoothgrad --method gradcam \
