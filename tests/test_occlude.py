@@ -234,3 +234,23 @@ def test_explain_cli_runs_gds_on_an_image_file(digits_ckpt, tmp_path):
     arrays, meta = load_npz(out / "attributions.npz")
     assert arrays["attr_gds"].shape == arrays["attr_rosa"].shape == (1, 1, 8, 8)
     assert meta["params"]["gds"]["views"] == 4 and (out / "grid.png").exists()
+
+
+def test_extra_views_add_a_gds_set(tmp_path):
+    from interpcli.occlude import image_gds, load_extra_views
+
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    phi = FeatureExtractor(PatchRepr())
+    cfg = OccludeConfig(score="gds", views=6, k=2, gds_dim=1.0 - 1e-9)
+    with torch.no_grad():
+        _, four = image_gds(phi, x, cfg)
+        _, five = image_gds(phi, x, cfg, torch.rand(5, 3, 32, 32))
+    assert len(four) == 4 and len(five) == 5 and five[-1].shape == (16, 2)
+    np.savez(tmp_path / "v.npz", views=(np.random.default_rng(0).random((2, 5, 3, 32, 32)) * 255).astype(np.uint8))
+    v = load_extra_views(tmp_path / "v.npz", 2, (3, 32, 32))
+    assert v.shape == (2, 5, 3, 32, 32) and float(v.max()) <= 1
+    with pytest.raises(ConfigError, match="views are"):
+        load_extra_views(tmp_path / "v.npz", 3, (3, 32, 32))
+    res = occlude(PatchRepr(), x.repeat(2, 1, 1, 1), OccludeConfig(score="gds", views=6, k=2, window=8, stride=8),
+                  extra_views=v)
+    assert len(res.gds_dim) == 2 and res.maps.shape == (2, 1, 32, 32)
