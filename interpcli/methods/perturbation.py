@@ -14,6 +14,7 @@ evaluated under ``torch.inference_mode`` in batches of ``batch_size`` perturbed 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -45,28 +46,82 @@ def _scores(model, x: torch.Tensor, masks: torch.Tensor, target: torch.Tensor, f
     return out
 
 
-def _occlusion_masks(h: int, w: int, window: int, stride: int, device) -> torch.Tensor:
+def _occlusion_positions(h: int, w: int, window: int, stride: int) -> tuple[list[int], list[int]]:
     if window <= 0 or stride <= 0 or window > min(h, w):
         raise ConfigError(f"occlusion window must be in 1..{min(h, w)} and stride positive")
     # As Captum: ceil((size - window) / stride) + 1 positions; the last window may be cut by the border.
     ys = [i * stride for i in range(math.ceil((h - window) / stride) + 1)]
     xs = [i * stride for i in range(math.ceil((w - window) / stride) + 1)]
+    return ys, xs
+
+
+def _occlusion_masks(h: int, w: int, window: int, stride: int, device) -> torch.Tensor:
+    ys, xs = _occlusion_positions(h, w, window, stride)
     masks = torch.zeros(len(ys) * len(xs), 1, h, w, device=device)
     for k, (y, x0) in enumerate((y, x0) for y in ys for x0 in xs):
         masks[k, 0, y : y + window, x0 : x0 + window] = 1
     return masks
 
 
+_INCREMENTAL_MIN_SIZE = 128  # incremental="auto" from this image side on (below, it does not pay: benchmarks.md)
+
+
+def _incremental_mode(v) -> bool | str:
+    if isinstance(v, str):
+        low = v.strip().lower()
+        if low == "auto":
+            return "auto"
+        if low in ("true", "on", "yes", "1"):
+            return True
+        if low in ("false", "off", "no", "0"):
+            return False
+    elif isinstance(v, (bool, int)) and v in (0, 1):
+        return bool(v)
+    raise ConfigError(f"occlusion incremental must be auto, true or false; got {v!r}")
+
+
+def _occlusion_incremental(model, x, target, fillv, window: int, stride: int, batch_size, mode) -> torch.Tensor | None:
+    """(N, K) scores by incremental inference (Krypton; methods/incremental.py), or None for the ordinary path."""
+    mode = _incremental_mode(mode)
+    h, w = x.shape[-2:]
+    if mode is False or (mode == "auto" and min(h, w) < _INCREMENTAL_MIN_SIZE):
+        return None
+    from .incremental import IncrementalUnsupported, get_plan, incremental_occlusion_scores
+
+    try:
+        plan = get_plan(model)
+    except IncrementalUnsupported as e:
+        if mode is True:
+            warnings.warn(f"incremental occlusion unavailable, using full forward passes: {e}", stacklevel=3)
+        return None
+    if mode == "auto" and not plan.incremental_layers():
+        return None  # nothing runs on regions: no gain
+    ys, xs = _occlusion_positions(h, w, window, stride)
+    positions = [(y, x0) for y in ys for x0 in xs]
+    rows = []
+    for i in range(len(x)):
+        fi = fillv[i : i + 1] if torch.is_tensor(fillv) else fillv
+        rows.append(incremental_occlusion_scores(model, x[i : i + 1], positions, window, fi, int(target[i]),
+                                                 batch_size))
+    return torch.stack(rows)
+
+
 @register_method("occlusion", description="drop of the target logit under a sliding occluding window",
-                 kind="perturbation", uses_gradients=False, defaults={"window": 8, "stride": 4, "fill": 0.0},
+                 kind="perturbation", uses_gradients=False,
+                 defaults={"window": 8, "stride": 4, "fill": 0.0, "incremental": "auto"},
                  paper="https://arxiv.org/abs/1311.2901")
-def occlusion(model, x, target, *, batch_size=None, window=8, stride=4, fill=0.0):
+def occlusion(model, x, target, *, batch_size=None, window=8, stride=4, fill=0.0, incremental="auto"):
     h, w = x.shape[-2:]
     masks = _occlusion_masks(h, w, int(window), int(stride), x.device)
     fillv = x.mean((1, 2, 3), keepdim=True) if fill == "mean" else float(fill)
     with torch.inference_mode():
         base = model(x).float().gather(1, target[:, None])  # (N, 1)
-    drop = base - _scores(model, x, masks, target, fillv, batch_size)  # (N, K)
+    # incremental: recompute only what each window can reach (Krypton, https://arxiv.org/abs/1803.04113);
+    # "auto" = on for images of at least 128x128 and models that trace with torch.fx; same map either way.
+    scores = _occlusion_incremental(model, x, target, fillv, int(window), int(stride), batch_size, incremental)
+    if scores is None:
+        scores = _scores(model, x, masks, target, fillv, batch_size)
+    drop = base - scores  # (N, K)
     total = torch.einsum("nk,khw->nhw", drop, masks[:, 0])
     count = masks[:, 0].sum(0).clamp_min(1)
     return (total / count)[:, None]
