@@ -155,12 +155,11 @@ class MaskSet:
 
 
 def sliding_boxes(h: int, w: int, window: int, stride: int) -> torch.Tensor:
-    """Window boxes (K, 4) = y0, y1, x0, x1 with Captum's positions: ceil((size - window)/stride) + 1
-    per axis, the last one cut by the border."""
-    if window <= 0 or stride <= 0 or window > min(h, w):
-        raise ConfigError(f"window must be in 1..{min(h, w)} and stride positive")
-    ys = [i * stride for i in range(math.ceil((h - window) / stride) + 1)]
-    xs = [i * stride for i in range(math.ceil((w - window) / stride) + 1)]
+    """Window boxes (K, 4) = y0, y1, x0, x1 at the positions of the ``occlusion`` method (Captum's:
+    ceil((size - window)/stride) + 1 per axis, the last one cut by the border)."""
+    from .methods.perturbation import _occlusion_positions
+
+    ys, xs = _occlusion_positions(h, w, window, stride)
     return torch.tensor([(y, min(y + window, h), x, min(x + window, w)) for y in ys for x in xs])
 
 
