@@ -231,7 +231,7 @@ def make_masks(cfg: OccludeConfig, x: torch.Tensor) -> list[MaskSet]:
     if cfg.masks == "superpixels":
         from .segments import label_masks, superpixels
 
-        labels = superpixels(x.cpu(), int(cfg.n_segments), cfg.segmentation, seed=cfg.seed)
+        labels = superpixels(x.cpu(), int(cfg.n_segments), cfg.segmentation)
         return [MaskSet((h, w), dense=label_masks(lab)) for lab in labels]
     return [MaskSet((h, w), dense=m) for m in load_mask_file(cfg.mask_file, n, (h, w))]
 
