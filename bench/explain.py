@@ -8,6 +8,8 @@ Units, measured on the same model and inputs: F = one batched forward pass (infe
 mode), FB = one batched forward + backward to the input (no weight gradients).  The pass-count minimum of a method is
 FB for grad/ixg/gradcam/bcos, n·FB for smoothgrad/vargrad (n samples) and intgrad (n
 steps), and (perturbations/batch)·F for perturbation methods.  ratio = time / minimum.
+Methods run on the eval fast path (attribute's default); ``--fastpath`` also times each
+with ``fast=False``, alternating runs: speedup_fastpath = time without / time with.
 Writes JSON (default out/bench/explain.json).
 """
 
@@ -39,6 +41,27 @@ def timed(fn, repeats: int) -> float:
         fn()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
+
+
+def timed_pair(fa, fb, repeats: int) -> tuple[list[float], list[float]]:
+    """Times of ``fa`` and ``fb`` run alternately (after one warm-up each), so that load from
+    other processes hits both alike."""
+    fa(), fb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, ts in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return ta, tb
+
+
+def _value(text: str):
+    """A --param value: JSON (numbers, true, ...) or else the bare string (``segmentation=grid``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def minimum_passes(name: str, params: dict, size: tuple[int, int]) -> tuple[float, str] | None:
@@ -84,6 +107,29 @@ def captum_reference(name: str, model, x, t, params):
         layer = model.layer(model.target_layer)
         return lambda: ca.LayerAttribution.interpolate(
             ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True), x.shape[-2:], "bilinear")
+    if name in ("lime", "kernelshap"):  # Captum fits one surrogate per example, in a Python loop
+        from captum._utils.models.linear_model import SkLearnRidge
+
+        from interpcli.methods.surrogate import _fill_image, lime_weights
+        from interpcli.segments import superpixels
+
+        labels = superpixels(x, params["n_segments"], params["segmentation"], params["compactness"])
+        mask = labels[:, None].expand_as(x)  # the same superpixels as ours
+        base = _fill_image(x, labels, params["fill"])
+        base = base.expand_as(x) if torch.is_tensor(base) else base
+        fwd = (lambda inp: model(inp).softmax(1)) if params["score"] == "prob" else model
+        ppe = min(params["n_samples"], 256)  # our default chunk of perturbed images per forward
+        if name == "kernelshap":
+            return lambda: ca.KernelShap(fwd).attribute(x, baselines=base, target=t, feature_mask=mask,
+                                                        n_samples=params["n_samples"], perturbations_per_eval=ppe)
+
+        def similarity(_orig, _pert, interp, **_kw):  # lime's kernel on the interpretable vector
+            m = torch.tensor([interp.shape[-1]])
+            return lime_weights(interp[:, None].double().cpu(), m, params["kernel_width"]).float().flatten()
+
+        return lambda: ca.Lime(fwd, interpretable_model=SkLearnRidge(alpha=params["alpha"]),
+                               similarity_func=similarity).attribute(
+            x, baselines=base, target=t, feature_mask=mask, n_samples=params["n_samples"], perturbations_per_eval=ppe)
     return None
 
 
@@ -96,13 +142,16 @@ def main() -> None:
     ap.add_argument("--param", nargs="*", default=["steps=16", "n_samples=8", "n_masks=256"],
                     help="KEY=VALUE overrides for every method that has KEY (keeps CPU runs short)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--fastpath", action="store_true",
+                    help="also time each method with fast=False (runs alternating): speedup_fastpath")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "explain.json")
     args = ap.parse_args()
     device = resolve_device(args.device)
     configure_backends(device)
-    overrides = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    overrides = {k: _value(v) for k, v in (p.split("=", 1) for p in args.param)}
     report = {"benchmark": "explain", "device": str(device), "threads": torch.get_num_threads(),
-              "batch_size": args.batch_size, "torch": torch.__version__, "results": {}}
+              "batch_size": args.batch_size, "torch": torch.__version__, "fastpath_compared": args.fastpath,
+              "results": {}}
     for arch in args.archs:
         info = get_model_info(arch)
         torch.manual_seed(0)
@@ -127,9 +176,16 @@ def main() -> None:
                 continue
             params = {**mi.defaults, **{k: v for k, v in overrides.items() if k in mi.defaults}}
             kw = {k: v for k, v in params.items() if k in overrides}
-            sec = timed(lambda: attribute(model, x, t, name, **kw), args.repeats)
+            if args.fastpath:  # median of alternating runs; the min-based ratio is kept as a check on noise
+                tf, tn = timed_pair(lambda: attribute(model, x, t, name, **kw),
+                                    lambda: attribute(model, x, t, name, fast=False, **kw), max(args.repeats, 3))
+                sec = statistics.median(tf)
+                fp = {"seconds_no_fastpath": statistics.median(tn), "speedup_fastpath": statistics.median(tn) / sec,
+                      "speedup_fastpath_min": min(tn) / min(tf)}
+            else:
+                sec, fp = timed(lambda: attribute(model, x, t, name, **kw), args.repeats), {}
             row = {"seconds": sec, "images_per_s": args.batch_size / sec, "forward_equivalents": sec / unit["F"],
-                   "params": params}
+                   "params": params, **fp}
             mp = minimum_passes(name, params, tuple(x.shape[-2:]))
             if mp:
                 row["minimum_seconds"] = mp[0] * unit[mp[1]]
@@ -142,6 +198,9 @@ def main() -> None:
             rows[name] = row
             extra = f"  vs captum {row['speedup_vs_captum']:.2f}x" if "speedup_vs_captum" in row else ""
             ratio = f"  {row['ratio_to_minimum']:.2f}x of minimum" if "ratio_to_minimum" in row else ""
+            if fp:
+                extra += (f"  fastpath {row['speedup_fastpath']:.2f}x ({args.batch_size / fp['seconds_no_fastpath']:.1f}"
+                          f" img/s without; min-based {fp['speedup_fastpath_min']:.2f}x)")
             print(f"{arch:14s} {name:16s} {row['images_per_s']:9.1f} img/s  {row['forward_equivalents']:7.1f} F{ratio}{extra}",
                   flush=True)
         report["results"][arch] = {"unit_seconds": unit, "methods": rows}

@@ -172,8 +172,11 @@ class ExplainResult:
 
 
 def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "pred",
-            params: dict[str, dict[str, Any]] | None = None, batch_size: int | None = None) -> ExplainResult:
-    """Attributions of every method for the requested targets (the model is used in eval mode)."""
+            params: dict[str, dict[str, Any]] | None = None, batch_size: int | None = None, *,
+            fast: bool = True, compile: bool = False) -> ExplainResult:
+    """Attributions of every method for the requested targets (the model is used in eval mode).
+
+    ``fast`` / ``compile``: the eval fast path of :func:`~interpcli.methods.attribute`."""
     from .device import model_device
 
     model.eval()
@@ -189,7 +192,7 @@ def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "
     for info in infos:
         p = {**info.defaults, **params.get(info.name, {})}
         attrs[info.name] = attribute(model, x.to(dev), targets.to(dev), info.name, batch_size=batch_size,
-                                     **params.get(info.name, {})).cpu()
+                                     fast=fast, compile=compile, **params.get(info.name, {})).cpu()
         used[info.name] = p
     extras = {}
     if "bcos" in attrs:  # the papers' colour picture of W(x) needs the six-channel map

@@ -64,7 +64,9 @@ def explain_cmd(
     npz: Annotated[Optional[Path], typer.Option("--npz", help="An NPZ with an `images` array (e.g. another command's output).", rich_help_panel="Input")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (its parent must exist).", rich_help_panel="Output")] = Path("explain-out"),
     png: Annotated[bool, typer.Option("--png/--no-png", help="Write PNG overlays and grid.png.", rich_help_panel="Output")] = True,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Internal batch size (default: per method).", rich_help_panel="Performance")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Internal batch size (default: from the free memory on CUDA, per method elsewhere).", rich_help_panel="Performance")] = None,
+    fast: Annotated[bool, typer.Option("--fast/--no-fast", help="Eval fast path: BatchNorm folded into the convolutions, channels_last (same results to float rounding).", rich_help_panel="Performance")] = True,
+    compile_: Annotated[bool, typer.Option("--compile", help="Also torch.compile the model (slow first call; pays off on many images).", rich_help_panel="Performance")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling methods.")] = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -108,7 +110,7 @@ def explain_cmd(
         inputs = dataset_inputs(model, dataset, str(data_dir) if data_dir else None, split, indices)
     if not quiet:
         err.print(f"explaining {len(inputs.images)} image(s) with {', '.join(method)} on {dev}", markup=False)
-    result = explain(model, inputs, method, target, params, batch_size)
+    result = explain(model, inputs, method, target, params, batch_size, fast=fast, compile=compile_)
     result.checkpoint = {"arch": model.arch}
     files = save_explanation(result, out_dir, png=png, checkpoint=checkpoint)
     if json_out:

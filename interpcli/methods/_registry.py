@@ -77,11 +77,18 @@ def get_method(name: str) -> MethodInfo:
 
 
 def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | int, method: str,
-              batch_size: int | None = None, **params: Any) -> torch.Tensor:
+              batch_size: int | None = None, *, fast: bool = True, compile: bool = False,
+              **params: Any) -> torch.Tensor:
     """Attributions of ``method`` for ``target`` (an int or (N,) classes) on images ``x``.
 
     Unknown parameters, a target out of range and B-cos-only methods on other models are
-    :class:`~interpcli.errors.ConfigError`.  The model is put in eval mode.
+    :class:`~interpcli.errors.ConfigError`.  The model is put in eval mode.  With ``fast``
+    (default) a :class:`~interpcli.models.Classifier` runs on the eval fast path
+    (:func:`interpcli.fastpath.fast_model`: BatchNorm folded into the convolutions,
+    channels_last; a cached copy, the model itself is not modified); ``compile`` also
+    compiles that copy with ``torch.compile``.  Other modules run as given.  Without
+    ``batch_size``, CUDA runs pick one from the free memory (:func:`~._common.auto_batch_size`);
+    other devices use each method's default.
     """
     info = get_method(method)
     unknown = sorted(set(params) - set(info.defaults))
@@ -101,5 +108,37 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
     if n_classes is not None and len(target) and (int(target.min()) < 0 or int(target.max()) >= n_classes):
         raise ConfigError(f"target class out of range 0..{n_classes - 1}")
     model.eval()
-    out = info.fn(model, x, target, batch_size=batch_size, **{**info.defaults, **params})
-    return out.detach().float()
+    kwargs = {**info.defaults, **params}
+    if batch_size is None and x.device.type == "cuda":
+        from ._common import auto_batch_size
+
+        batch_size = auto_batch_size(model, x, per_item_factor=3.0 if info.uses_gradients else 1.0)
+    run = _fast_model_for(model, info, kwargs, fast, compile) if (fast or compile) and _is_classifier(model) else model
+    out = info.fn(run, x, target, batch_size=batch_size, **kwargs)
+    return out.detach().float().contiguous()
+
+
+def _is_classifier(model: torch.nn.Module) -> bool:
+    """The fast path is for interp's own models (encoder + net); other modules run as given."""
+    from ..models._base import Classifier
+
+    return isinstance(model, Classifier)
+
+
+def _fast_model_for(model: torch.nn.Module, info: MethodInfo, kwargs: dict[str, Any], fast: bool,
+                    compile: bool) -> torch.nn.Module:
+    """The fast-path copy a method runs on; without BN folding when the method hooks a conv
+    that has a BatchNorm folded into it (its output would be the BN's)."""
+    from ..fastpath import fast_model, folded_into
+
+    run = fast_model(model, fold_bn=fast, channels_last=fast, compile=compile)
+    if fast and (info.needs_layer or "layer" in info.defaults):
+        from ._common import layer_of
+
+        try:
+            folded = folded_into(layer_of(run, kwargs.get("layer")))
+        except ConfigError:  # the method reports the bad layer itself
+            folded = None
+        if folded:
+            run = fast_model(model, fold_bn=False, channels_last=True, compile=compile)
+    return run
