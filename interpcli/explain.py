@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -173,10 +173,12 @@ class ExplainResult:
 
 def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "pred",
             params: dict[str, dict[str, Any]] | None = None, batch_size: int | None = None, *,
-            fast: bool = True, compile: bool = False) -> ExplainResult:
+            fast: bool = True, compile: bool = False,
+            progress: Callable[[int, str], None] | None = None) -> ExplainResult:
     """Attributions of every method for the requested targets (the model is used in eval mode).
 
-    ``fast`` / ``compile``: the eval fast path of :func:`~interpcli.methods.attribute`."""
+    ``fast`` / ``compile``: the eval fast path of :func:`~interpcli.methods.attribute`;
+    ``progress(i, name)`` is called after the i-th method."""
     from .device import model_device
 
     model.eval()
@@ -194,6 +196,8 @@ def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "
         attrs[info.name] = attribute(model, x.to(dev), targets.to(dev), info.name, batch_size=batch_size,
                                      fast=fast, compile=compile, **params.get(info.name, {})).cpu()
         used[info.name] = p
+        if progress is not None:
+            progress(len(used), info.name)
     extras = {}
     if "bcos" in attrs:  # the papers' colour picture of W(x) needs the six-channel map
         from .models.bcos import contributions

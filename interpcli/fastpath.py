@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-__all__ = ["fast_model", "fold_conv_bn", "conv_bn_pairs", "folded_into", "clear_cache"]
+__all__ = ["fast_model", "fast_model_for_layer", "fold_conv_bn", "conv_bn_pairs", "folded_into", "clear_cache"]
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, nn.Module]]]" = weakref.WeakKeyDictionary()
 
@@ -185,3 +185,22 @@ def fast_model(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = 
 
 def clear_cache() -> None:
     _CACHE.clear()
+
+
+def fast_model_for_layer(model: nn.Module, layer: str | None, *, fast: bool = True, compile: bool = False) -> nn.Module:
+    """The fast copy for a method that hooks ``layer`` (a module path of ``model.net``):
+    without BatchNorm folding when that layer is a convolution with a BatchNorm folded into
+    it (its output would be the BN's).  A layer that does not exist is left for the method
+    to report."""
+    from .errors import ConfigError
+    from .models._base import resolve_layer
+
+    run = fast_model(model, fold_bn=fast, channels_last=fast, compile=compile)
+    if fast and layer:
+        try:
+            folded = folded_into(resolve_layer(getattr(run, "net", run), layer))
+        except ConfigError:
+            folded = None
+        if folded:
+            run = fast_model(model, fold_bn=False, channels_last=True, compile=compile)
+    return run

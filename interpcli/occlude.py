@@ -574,18 +574,26 @@ def load_extra_views(path: str | os.PathLike, n: int, shape: tuple[int, ...]) ->
 
 def occlude_explanation(model, inputs, cfg: OccludeConfig, target: str | int = "pred",
                         checkpoint: str | os.PathLike | None = None, dataset: str | None = None,
-                        data_dir: str | None = None, progress: Callable[[int], None] | None = None):
+                        data_dir: str | None = None, progress: Callable[[int], None] | None = None,
+                        fast: bool = True):
     """:func:`occlude` on :class:`~interpcli.explain.Inputs`, as an
     :class:`~interpcli.explain.ExplainResult` that :func:`~interpcli.explain.save_explanation`
     writes (the map is stored under the method name of the score: occlusion, rosa, osa-das, gds).
 
-    Class-agnostic scores explain each image once (``target`` only labels the rows)."""
+    Class-agnostic scores explain each image once (``target`` only labels the rows).  With
+    ``fast`` an interp model runs on the eval fast path (:mod:`interpcli.fastpath`)."""
     from .device import model_device
     from .explain import ExplainResult, resolve_targets
 
     cfg.check()
     dev = model_device(model)
     model.eval()
+    from .models import Classifier
+
+    if fast and isinstance(model, Classifier):
+        from .fastpath import fast_model_for_layer
+
+        model = fast_model_for_layer(model, cfg.layer if cfg.layer not in ("logits", "probs") else None)
     with torch.inference_mode():
         logits = torch.cat([model(inputs.images[i : i + 256].to(dev)).float().cpu()
                             for i in range(0, len(inputs.images), 256)])

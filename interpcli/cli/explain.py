@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
 from ..artifacts import load_model
 from ..device import configure_backends, resolve_device, seed_everything
 from ..errors import ConfigError
-from ..explain import dataset_inputs, explain, load_images, npz_inputs, save_explanation
+from ..explain import explain, gather_inputs, save_explanation
 from ..methods import get_method, list_methods
 from . import app
 from ._console import err, out, print_json, print_paths
@@ -93,8 +94,6 @@ def explain_cmd(
     for m in method:
         get_method(m)
     params = method_params(method, param)
-    if sum(x is not None and x != [] for x in (images, npz)) > 1 or (images and dataset):
-        raise ConfigError("give images, --npz or --dataset, not several")
     dev = resolve_device(device)
     configure_backends(dev)
     seed_everything(seed)
@@ -102,15 +101,11 @@ def explain_cmd(
     for m in method:
         if "seed" in get_method(m).defaults:
             params[m].setdefault("seed", seed)
-    if images:
-        inputs = load_images(images, model)
-    elif npz is not None:
-        inputs = npz_inputs(npz, model)
-    else:
-        inputs = dataset_inputs(model, dataset, str(data_dir) if data_dir else None, split, indices)
-    if not quiet:
-        err.print(f"explaining {len(inputs.images)} image(s) with {', '.join(method)} on {dev}", markup=False)
-    result = explain(model, inputs, method, target, params, batch_size, fast=fast, compile=compile_)
+    inputs = gather_inputs(model, images, npz, dataset, str(data_dir) if data_dir else None, split, indices)
+    with Progress(console=err, transient=True, disable=quiet) as bar:
+        task = bar.add_task(f"explaining {len(inputs.images)} image(s) on {dev}", total=len(method))
+        result = explain(model, inputs, method, target, params, batch_size, fast=fast, compile=compile_,
+                         progress=lambda i, name: bar.update(task, completed=i, description=f"{name} done"))
     result.checkpoint = {"arch": model.arch}
     files = save_explanation(result, out_dir, png=png, checkpoint=checkpoint)
     if json_out:

@@ -75,6 +75,7 @@ def occlude_cmd(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (its parent must exist).", rich_help_panel="Output")] = Path("occlude-out"),
     png: Annotated[bool, typer.Option("--png/--no-png", help="Write PNG overlays.", rich_help_panel="Output")] = True,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Images per forward pass (default 256).", rich_help_panel="Performance")] = None,
+    fast: Annotated[bool, typer.Option("--fast/--no-fast", help="Eval fast path: BatchNorm folded into the convolutions, channels_last.", rich_help_panel="Performance")] = True,
     seed: Annotated[int, typer.Option("--seed", help="Seed of masks, noise and augmentations.")] = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -111,7 +112,7 @@ def occlude_cmd(
         task = bar.add_task(f"occlude ({masks} x {score})", total=len(inputs.images))
         result = occlude_explanation(model, inputs, cfg, target, checkpoint, dataset,
                                      str(data_dir) if data_dir else None,
-                                     progress=lambda i: bar.update(task, completed=i))
+                                     progress=lambda i: bar.update(task, completed=i), fast=fast)
     result.checkpoint = {"arch": model.arch}
     files = save_explanation(result, out_dir, png=png, checkpoint=checkpoint)
     if json_out:

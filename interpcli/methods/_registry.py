@@ -127,18 +127,9 @@ def _is_classifier(model: torch.nn.Module) -> bool:
 
 def _fast_model_for(model: torch.nn.Module, info: MethodInfo, kwargs: dict[str, Any], fast: bool,
                     compile: bool) -> torch.nn.Module:
-    """The fast-path copy a method runs on; without BN folding when the method hooks a conv
-    that has a BatchNorm folded into it (its output would be the BN's)."""
-    from ..fastpath import fast_model, folded_into
+    """The fast-path copy a method runs on (unfolded where it hooks a folded conv)."""
+    from ..fastpath import fast_model_for_layer
 
-    run = fast_model(model, fold_bn=fast, channels_last=fast, compile=compile)
-    if fast and (info.needs_layer or "layer" in info.defaults):
-        from ._common import layer_of
-
-        try:
-            folded = folded_into(layer_of(run, kwargs.get("layer")))
-        except ConfigError:  # the method reports the bad layer itself
-            folded = None
-        if folded:
-            run = fast_model(model, fold_bn=False, channels_last=True, compile=compile)
-    return run
+    layer = (kwargs.get("layer") or getattr(model, "target_layer", None)) if (
+        info.needs_layer or "layer" in info.defaults) else None
+    return fast_model_for_layer(model, layer, fast=fast, compile=compile)
