@@ -6,7 +6,7 @@ side by side in one run: seconds per image, speed-up, max abs difference, conv F
 
 Random weights (seed 0; BatchNorm statistics from a few train-mode passes on random images),
 one random 224x224 RGB image, fill 0, batch 32 occluded images per pass for both paths, the
-same model object for both (the eval fast path of ``attribute`` when it exists).  Where a
+same model object for both (the eval fast path of ``attribute``).  Where a
 configuration has more window positions than ``--max-positions`` (the full map would take
 minutes on a CPU), both paths are timed on the same evenly spread ``--subset`` of positions and the
 time per image is extrapolated: plain = per-position time x positions; incremental = clean
@@ -18,7 +18,6 @@ convolutions' multiply-adds.  Writes JSON (default out/bench/occlusion_increment
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from interpcli.fastpath import fast_model  # noqa: E402
 from interpcli.methods import attribute  # noqa: E402
 from interpcli.methods.incremental import get_plan, incremental_occlusion_scores  # noqa: E402
 from interpcli.methods.perturbation import _occlusion_masks, _occlusion_positions, _scores  # noqa: E402
@@ -46,18 +46,7 @@ def make_model(arch: str, size: int) -> Classifier:
     return m.eval()
 
 
-def run_model(model):
-    """What ``attribute`` runs the method on (the eval fast path when this checkout has it)."""
-    try:
-        from interpcli.fastpath import fast_model
-
-        return fast_model(model), True
-    except ImportError:
-        return model, False
-
-
-# ``run`` already is the model to time: no second fast-path copy inside attribute()
-_NO_FAST = {"fast": False} if "fast" in inspect.signature(attribute).parameters else {}
+_NO_FAST = {"fast": False}  # the timed model already is the fast-path copy: no second one inside attribute()
 
 
 def timed(fn):
@@ -87,7 +76,7 @@ def main() -> None:
     target = 3
     for arch in args.archs:
         model = make_model(arch, s)
-        run, fast = run_model(model)
+        run = fast_model(model)
         plan = get_plan(run)
         with torch.inference_mode():  # warm-up (and oneDNN primitives of the full-size forward)
             run(x)
@@ -105,7 +94,7 @@ def main() -> None:
             incremental_occlusion_scores(run, x, pos, window, 0.0, target, bs)
             t_base, _ = timed(lambda: plan.base_values(x))
             row = {"arch": arch, "window": window, "stride": stride, "positions": k, "timed_positions": len(pos),
-                   "fast_path_model": fast}
+                   "fast_path_model": True}
             if sub:
                 t_plain, ref = timed(lambda: _scores(run, x, masks_all[idx], torch.tensor([target]), 0.0, bs)[0])
                 plan.stats.__init__()
