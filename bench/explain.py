@@ -1,5 +1,6 @@
 """Attribution speed: images/s of every method, its cost in forward-equivalents, its ratio to
-the method's pass-count minimum, and the same method called directly in Captum, in one run.
+the method's pass-count minimum, and the same method called directly in Captum (and
+pytorch-grad-cam for Grad-CAM / Grad-CAM++), in one run.
 
     python bench/explain.py                                   # resnet56 + bcos-resnet56, CPU, batch 16
     python bench/explain.py --archs resnet56 --methods grad intgrad gradcam --batch-size 64
@@ -20,7 +21,6 @@ import json
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,32 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _timing import timed, timed_pair  # noqa: E402
 from interpcli.device import configure_backends, resolve_device  # noqa: E402
 from interpcli.methods import attribute, get_method, list_methods  # noqa: E402
 from interpcli.models import Classifier, get_model_info  # noqa: E402
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
-def timed_pair(fa, fb, repeats: int) -> tuple[list[float], list[float]]:
-    """Times of ``fa`` and ``fb`` run alternately (after one warm-up each), so that load from
-    other processes hits both alike."""
-    fa(), fb()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for fn, ts in ((fa, ta), (fb, tb)):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return ta, tb
 
 
 def _value(text: str):
@@ -82,6 +60,25 @@ def minimum_passes(name: str, params: dict, size: tuple[int, int]) -> tuple[floa
     return None
 
 
+def grad_cam_reference(name: str, model, x, t):
+    """Grad-CAM / Grad-CAM++ called directly in pytorch-grad-cam (None if absent or another method)."""
+    if name not in ("gradcam", "gradcam++"):
+        return None
+    try:
+        import pytorch_grad_cam as pgc
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        return None
+    cls = pgc.GradCAM if name == "gradcam" else pgc.GradCAMPlusPlus
+    targets = [ClassifierOutputTarget(int(c)) for c in t]
+
+    def run():
+        with cls(model=model, target_layers=[model.layer(model.target_layer)]) as cam:
+            return cam(input_tensor=x, targets=targets)
+
+    return run
+
+
 def captum_reference(name: str, model, x, t, params):
     """The same method called directly in Captum (None where Captum has no equivalent)."""
     import captum.attr as ca
@@ -98,6 +95,14 @@ def captum_reference(name: str, model, x, t, params):
         return lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
             x.clone().requires_grad_(), nt_type="smoothgrad", nt_samples=params["n_samples"],
             stdevs=params["sigma"], target=t, abs=False)
+    if name == "vargrad":
+        return lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
+            x.clone().requires_grad_(), nt_type="vargrad", nt_samples=params["n_samples"],
+            stdevs=params["sigma"], target=t, abs=False)
+    if name == "deeplift":
+        return lambda: ca.DeepLift(model).attribute(x.clone().requires_grad_(), baselines=torch.zeros_like(x), target=t)
+    if name == "guided-backprop":
+        return lambda: ca.GuidedBackprop(model).attribute(x.clone().requires_grad_(), target=t)
     if name == "occlusion":
         w, st = params["window"], params["stride"]
         return lambda: ca.Occlusion(model).attribute(x, sliding_window_shapes=(x.shape[1], w, w),
@@ -195,8 +200,15 @@ def main() -> None:
                 rsec = timed(ref, args.repeats)
                 row["captum_seconds"] = rsec
                 row["speedup_vs_captum"] = rsec / sec
+            ref = grad_cam_reference(name, model, x, t)
+            if ref is not None:
+                rsec = timed(ref, args.repeats)
+                row["pytorch_grad_cam_seconds"] = rsec
+                row["speedup_vs_pytorch_grad_cam"] = rsec / sec
             rows[name] = row
             extra = f"  vs captum {row['speedup_vs_captum']:.2f}x" if "speedup_vs_captum" in row else ""
+            if "speedup_vs_pytorch_grad_cam" in row:
+                extra += f"  vs pytorch-grad-cam {row['speedup_vs_pytorch_grad_cam']:.2f}x"
             ratio = f"  {row['ratio_to_minimum']:.2f}x of minimum" if "ratio_to_minimum" in row else ""
             if fp:
                 extra += (f"  fastpath {row['speedup_fastpath']:.2f}x ({args.batch_size / fp['seconds_no_fastpath']:.1f}"

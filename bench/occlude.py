@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,22 +26,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _timing import timed  # noqa: E402
 from interpcli.device import configure_backends, resolve_device  # noqa: E402
 from interpcli.models import Classifier  # noqa: E402
 from interpcli.occlude import OccludeConfig, occlude, sliding_boxes  # noqa: E402
 
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10.npz"
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def model_and_images(n: int, steps: int, device) -> tuple[torch.nn.Module, torch.Tensor, str]:

@@ -27,7 +27,7 @@ from . import artifacts
 from .errors import ConfigError, InterpError
 from .methods import attribute, get_method
 
-__all__ = ["Inputs", "load_images", "dataset_inputs", "npz_inputs", "gather_inputs", "resolve_targets", "explain",
+__all__ = ["Inputs", "load_images", "dataset_inputs", "npz_inputs", "npz_images", "gather_inputs", "resolve_targets", "explain",
            "ExplainResult", "save_explanation"]
 
 
@@ -102,16 +102,21 @@ def dataset_inputs(model, dataset: str | None = None, data_dir: str | None = Non
     return Inputs(x[idx].float() / 255, y[idx].clone(), [f"{name}:{split}:{i}" for i in idx])
 
 
-def npz_inputs(path: str | os.PathLike, model) -> Inputs:
-    """An NPZ with ``images`` (N, C, H, W; float in [0, 1] or uint8), optional ``labels`` and ``sources``."""
+def npz_images(path: str | os.PathLike, key: str = "images") -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """Array ``key`` of an NPZ as float images in [0, 1] (uint8 is scaled by 1/255), and all its arrays."""
     try:
         arrays, _ = artifacts.load_npz(path)
     except InterpError as e:
         raise ConfigError(str(e)) from None
-    if "images" not in arrays:
-        raise ConfigError(f"'{path}' has no 'images' array")
-    x = torch.from_numpy(arrays["images"])
-    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    if key not in arrays:
+        raise ConfigError(f"'{path}' has no '{key}' array")
+    x = torch.from_numpy(arrays[key])
+    return (x.float() / 255 if x.dtype == torch.uint8 else x.float()), arrays
+
+
+def npz_inputs(path: str | os.PathLike, model) -> Inputs:
+    """An NPZ with ``images`` (N, C, H, W; float in [0, 1] or uint8), optional ``labels`` and ``sources``."""
+    x, arrays = npz_images(path)
     if x.dim() != 4 or tuple(x.shape[1:]) != tuple(model.input_shape):
         raise ConfigError(f"'{path}' images are {tuple(x.shape)}, the model expects (N, {', '.join(map(str, model.input_shape))})")
     labels = torch.from_numpy(arrays["labels"]).long() if "labels" in arrays else torch.full((len(x),), -1)

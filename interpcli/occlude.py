@@ -38,7 +38,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .augment import Views, apply_views, draw_views, noise_images
 from .errors import ConfigError
@@ -553,17 +552,9 @@ def occlude(model: nn.Module, x: torch.Tensor, cfg: OccludeConfig | None = None,
 def load_extra_views(path: str | os.PathLike, n: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Extra views from an NPZ ``views`` array: (V, C, H, W) for every image or (N, V, C, H, W);
     float in [0, 1] or uint8."""
-    from . import artifacts
-    from .errors import InterpError
+    from .explain import npz_images
 
-    try:
-        arrays, _ = artifacts.load_npz(path)
-    except InterpError as e:
-        raise ConfigError(str(e)) from None
-    if "views" not in arrays:
-        raise ConfigError(f"'{path}' has no 'views' array")
-    v = torch.from_numpy(arrays["views"])
-    v = v.float() / 255 if v.dtype == torch.uint8 else v.float()
+    v, _ = npz_images(path, "views")
     ok = (v.dim() == 4 and tuple(v.shape[1:]) == tuple(shape)) or (
         v.dim() == 5 and len(v) == n and tuple(v.shape[2:]) == tuple(shape))
     if not ok:
