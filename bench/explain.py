@@ -6,7 +6,8 @@ pytorch-grad-cam for Grad-CAM / Grad-CAM++), in one run.
     python bench/explain.py --archs resnet56 --methods grad intgrad gradcam --batch-size 64
 
 Units, measured on the same model and inputs: F = one batched forward pass (inference
-mode), FB = one batched forward + backward to the input (no weight gradients).  The pass-count minimum of a method is
+mode), FB = one batched forward + backward to the input (no weight gradients), both of the
+model the methods run on (the eval fast path's copy; F_plain / FB_plain of the model as loaded).  The pass-count minimum of a method is
 FB for grad/ixg/gradcam/bcos, n·FB for smoothgrad/vargrad (n samples) and intgrad (n
 steps), and (perturbations/batch)·F for perturbation methods.  ratio = time / minimum.
 Methods run on the eval fast path (attribute's default); ``--fastpath`` also times each
@@ -165,15 +166,21 @@ def main() -> None:
         x = torch.rand(args.batch_size, *info.default_input, device=device)
         t = torch.arange(args.batch_size, device=device) % 10
 
-        def fwd():
+        from interpcli.fastpath import fast_model
+
+        def fwd(m):
             with torch.inference_mode():
-                model(x)
+                m(x)
 
-        def fwdbwd():  # input gradient only, as attribution methods need (no weight gradients)
+        def fwdbwd(m):  # input gradient only, as attribution methods need (no weight gradients)
             xx = x.clone().requires_grad_()
-            torch.autograd.grad(model(xx)[:, 0].sum(), xx)
+            torch.autograd.grad(m(xx)[:, 0].sum(), xx)
 
-        unit = {"F": timed(fwd, args.repeats), "FB": timed(fwdbwd, args.repeats)}
+        # Units of the model the methods run on (the fast path's copy), and of the plain model.
+        fast = fast_model(model)
+        unit = {"F": timed(lambda: fwd(fast), args.repeats), "FB": timed(lambda: fwdbwd(fast), args.repeats),
+                "F_plain": timed(lambda: fwd(model), args.repeats),
+                "FB_plain": timed(lambda: fwdbwd(model), args.repeats)}
         rows = {}
         for name in args.methods or list_methods():
             mi = get_method(name)
