@@ -45,8 +45,10 @@ def _value(text: str):
 
 def minimum_passes(name: str, params: dict, size: tuple[int, int]) -> tuple[float, str] | None:
     """(count, unit) of the method's pass-count minimum for one batch, or None if unknown."""
-    if name in ("grad", "ixg", "gradcam", "gradcam++", "bcos", "guided-backprop", "deeplift"):
+    if name in ("grad", "ixg", "gradcam", "gradcam++", "bcos", "guided-backprop"):
         return 1, "FB"
+    if name == "deeplift":  # the input and its baseline both go forward and backward
+        return 2, "FB"
     if name in ("smoothgrad", "vargrad"):
         return params["n_samples"], "FB"
     if name == "intgrad":

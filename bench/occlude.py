@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--prune", type=float, nargs="*", default=[0.5, 0.25])
     ap.add_argument("--train-steps", type=int, default=60)
+    ap.add_argument("--scores", nargs="*", default=None, help="subset of class repr subspace gds gds-subspace")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "occlude.json")
@@ -108,6 +109,8 @@ def main() -> None:
               "unit_forward_seconds_per_image": unit, "results": {}}
     print(f"{what}; {K} windows, {A} views, k={args.k}; one image forward = {unit * 1e3:.3f} ms", flush=True)
     for name, (cfg, passes) in cases.items():
+        if args.scores and name not in args.scores:
+            continue
         maps = {}
 
         def run(c=cfg):
