@@ -44,7 +44,7 @@ from .errors import ConfigError
 from .subspace import difference_subspace, pca_basis, project_basis, project_vectors, subspace_distance, vector_distance
 
 __all__ = ["OccludeConfig", "OccludeResult", "occlude", "MASKS", "SCORES", "FILLS", "FeatureExtractor",
-           "feature_module", "sliding_boxes", "load_mask_file", "image_gds", "dataset_gds",
+           "feature_module", "sliding_boxes", "load_mask_file", "image_gds", "image_gdss", "dataset_gds",
            "load_extra_views", "occlude_explanation"]
 
 MASKS = ("sliding", "rise", "superpixels", "file")
@@ -331,23 +331,49 @@ def _views_features(phi: FeatureExtractor, views: Views, x: torch.Tensor, batch:
     return torch.cat(out)
 
 
-def image_gds(phi: FeatureExtractor, x: torch.Tensor, cfg: OccludeConfig,
-              extra: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """GDS of one image (1, C, H, W) from the augmentation sets ``cfg.gds_sets`` (``noise:PRESET``
-    = that preset applied to a noise image) and the optional extra views (V, C, H, W)."""
+def image_gdss(phi: FeatureExtractor, x: torch.Tensor, cfg: OccludeConfig,
+               extra: torch.Tensor | None = None) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """The GDS of every image of x (N, C, H, W): [(D (d, m), its set bases)], from the
+    augmentation sets ``cfg.gds_sets`` (``noise:PRESET`` = that preset applied to one noise
+    image) and the optional extra views (V, C, H, W) or (N, V, C, H, W).
+
+    The views of all sets (and images) go through the model together in batches of
+    ``batch_size``; the noise sets, the same for every image, are evaluated once."""
     g = torch.Generator().manual_seed(int(cfg.seed) + 1)
     noise = noise_images(1, tuple(x.shape[1:]), g, device=x.device)
-    bases = []
-    bs = cfg.batch_size or 256
+    bs = int(cfg.batch_size or 256)
+    a, k = int(cfg.views), int(cfg.k)
+    sets = []  # (preset views, is the noise image)
     for spec in cfg.gds_sets:
-        src, preset = (noise, spec.split(":", 1)[1]) if spec.startswith("noise:") else (x, spec)
-        views = draw_views(preset, int(cfg.views), g)
-        bases.append(pca_basis(_views_features(phi, views, src, bs)[0], min(int(cfg.k), int(cfg.views))))
-    if extra is not None:
-        f = torch.cat([phi(c) for c in extra.to(x.device).split(bs)])
-        bases.append(pca_basis(f, min(int(cfg.k), len(f))))
-    d, _ = difference_subspace(bases, cfg.gds_dim)
-    return d, bases
+        is_noise = spec.startswith("noise:")
+        sets.append((draw_views(spec.split(":", 1)[1] if is_noise else spec, a, g), is_noise))
+    noise_bases = [pca_basis(_views_features(phi, v, noise, bs)[0], min(k, a)) for v, is_noise in sets if is_noise]
+    image_sets = [v for v, is_noise in sets if not is_noise]
+    out = []
+    per = max(1, 4096 // max(1, a * len(image_sets)))  # images whose views are built at once
+    for i0 in range(0, len(x), per):
+        xi = x[i0 : i0 + per]
+        views = torch.cat([apply_views(v, xi).transpose(0, 1) for v in image_sets], 1)  # (n, S*A, C, H, W)
+        n = len(xi)
+        f = torch.cat([phi(c) for c in views.reshape(-1, *x.shape[1:]).split(bs)]).view(n, len(image_sets), a, -1)
+        for j in range(n):
+            bases, nb = [], iter(noise_bases)
+            img = iter(pca_basis(f[j], min(k, a)))  # (S, d, k)
+            for _, is_noise in sets:  # keep the order of cfg.gds_sets
+                bases.append(next(nb) if is_noise else next(img))
+            if extra is not None:
+                ex = extra[i0 + j] if extra.dim() == 5 else extra
+                fe = torch.cat([phi(c) for c in ex.to(x.device).split(bs)])
+                bases.append(pca_basis(fe, min(k, len(fe))))
+            d, _ = difference_subspace(bases, cfg.gds_dim)
+            out.append((d, bases))
+    return out
+
+
+def image_gds(phi: FeatureExtractor, x: torch.Tensor, cfg: OccludeConfig,
+              extra: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The GDS of one image (1, C, H, W) and its set bases (see :func:`image_gdss`)."""
+    return image_gdss(phi, x, cfg, extra)[0]
 
 
 def dataset_gds(model: nn.Module, cfg: OccludeConfig, checkpoint: str | os.PathLike | None = None,
@@ -448,12 +474,10 @@ def occlude(model: nn.Module, x: torch.Tensor, cfg: OccludeConfig | None = None,
     gdss: list[torch.Tensor | None] = [None] * n
     with torch.inference_mode():
         if cfg.score == "gds":
-            for i in range(n):
-                if gds is not None:
-                    gdss[i] = gds.to(dev, torch.float32)
-                else:
-                    ex = None if extra_views is None else (extra_views[i] if extra_views.dim() == 5 else extra_views)
-                    gdss[i], _ = image_gds(phi, x[i : i + 1], cfg, ex)
+            if gds is not None:
+                gdss = [gds.to(dev, torch.float32)] * n
+            else:
+                gdss = [d for d, _ in image_gdss(phi, x, cfg, extra_views)]
         if cfg.score == "class":
             logits = torch.cat([model(c).float() for c in x.split(bs)])
             refs = (logits.softmax(1) if cfg.class_score == "prob" else logits).gather(1, target[:, None])[:, 0]

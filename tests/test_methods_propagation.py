@@ -42,3 +42,25 @@ def test_model_randomisation_and_batch_size(method):
     assert torch.allclose(a, attribute(_resnet(0), x, 2, method, batch_size=64), atol=1e-6)
     b = attribute(_resnet(1), x, 2, method)
     assert np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1] < 0.9
+
+
+def test_own_rescale_pass_and_captum_fallback():
+    from captum.attr import DeepLift
+
+    from interpcli.methods.propagation import _rescale_supported
+
+    res = _resnet()
+    torch.manual_seed(1)
+    lenet = Classifier("lenet", 10, (1, 28, 28), {"kind": "identity"}).eval()  # max-pooling: Captum's rules
+    assert _rescale_supported(res) and not _rescale_supported(lenet)
+    x = torch.rand(3, 1, 28, 28)
+    ref = DeepLift(lenet).attribute(x.clone().requires_grad_(), baselines=torch.zeros_like(x), target=2)
+    assert torch.allclose(attribute(lenet, x, 2, "deeplift", fast=False), ref.detach(), atol=1e-6)
+    x = torch.rand(3, 3, 16, 16)
+    for baseline in ("blurred", "uniform"):  # completeness of our pass for other baselines too
+        from interpcli.methods._common import make_baseline
+
+        a = attribute(res, x, 4, "deeplift", baseline=baseline)
+        with torch.no_grad():
+            delta = res(x)[:, 4] - res(make_baseline(baseline, x))[:, 4]
+        assert torch.allclose(a.sum((1, 2, 3)), delta, rtol=1e-4, atol=1e-5)

@@ -254,3 +254,17 @@ def test_extra_views_add_a_gds_set(tmp_path):
     res = occlude(PatchRepr(), x.repeat(2, 1, 1, 1), OccludeConfig(score="gds", views=6, k=2, window=8, stride=8),
                   extra_views=v)
     assert len(res.gds_dim) == 2 and res.maps.shape == (2, 1, 32, 32)
+
+
+def test_gds_of_a_batch_equals_one_image_at_a_time():
+    from interpcli.occlude import image_gds, image_gdss
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    phi = FeatureExtractor(PatchRepr())
+    cfg = OccludeConfig(score="gds", views=5, k=2, gds_dim=3, batch_size=7)
+    with torch.no_grad():
+        batch = image_gdss(phi, x, cfg)
+        for i in range(3):
+            d, bases = image_gds(phi, x[i : i + 1], cfg)
+            assert torch.allclose(batch[i][0] @ batch[i][0].T, d @ d.T, atol=1e-5)
+            assert len(bases) == len(batch[i][1]) == 4
