@@ -64,3 +64,9 @@ def test_own_rescale_pass_and_captum_fallback():
         with torch.no_grad():
             delta = res(x)[:, 4] - res(make_baseline(baseline, x))[:, 4]
         assert torch.allclose(a.sum((1, 2, 3)), delta, rtol=1e-4, atol=1e-5)
+
+
+def test_rescale_pass_where_input_equals_baseline():
+    """Δz = 0 everywhere takes the local-gradient branch (a single image, as in the fast-path test)."""
+    a = attribute(_resnet(), torch.zeros(1, 3, 16, 16), 3, "deeplift")
+    assert a.shape == (1, 3, 16, 16) and float(a.abs().max()) == 0.0
