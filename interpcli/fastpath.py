@@ -125,7 +125,7 @@ def fold_conv_bn(net: nn.Module) -> list[tuple[str, str]]:
         conv._fastpath_folded = bn_name  # see folded_into()
         parent_name, _, leaf = bn_name.rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
-        parent._modules[leaf] = nn.Identity()
+        parent._modules[leaf] = nn.Identity().eval()
     return pairs
 
 

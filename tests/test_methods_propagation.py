@@ -70,3 +70,10 @@ def test_rescale_pass_where_input_equals_baseline():
     """Δz = 0 everywhere takes the local-gradient branch (a single image, as in the fast-path test)."""
     a = attribute(_resnet(), torch.zeros(1, 3, 16, 16), 3, "deeplift")
     assert a.shape == (1, 3, 16, 16) and float(a.abs().max()) == 0.0
+
+
+def test_the_fast_path_copy_takes_the_rescale_pass():
+    from interpcli.fastpath import fast_model
+    from interpcli.methods.propagation import _rescale_supported
+
+    assert _rescale_supported(fast_model(_resnet()))  # folded BatchNorms leave eval-mode Identities

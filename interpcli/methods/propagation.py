@@ -71,10 +71,10 @@ def _check_rescale(model: nn.Module) -> bool:
     for n in graph.nodes:
         if n.op == "call_module":
             m = mods.get(str(n.target))
-            if not isinstance(m, _ACTIVATIONS + _LINEAR_MODULES) or getattr(m, "training", False):
+            if not isinstance(m, _ACTIVATIONS + _LINEAR_MODULES):
                 return False
-            if isinstance(m, nn.Dropout) and m.training:
-                return False
+            if isinstance(m, (nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d)) and m.training:
+                return False  # batch statistics / random masks are not an affine map
         elif n.op == "call_function":
             if n.target in _SCALING_FUNCTIONS:
                 tensors = [a for a in n.args if isinstance(a, fx.Node) and a.op not in const]
@@ -88,28 +88,27 @@ def _check_rescale(model: nn.Module) -> bool:
 
 
 class _Rescale(torch.autograd.Function):
-    """y = act(z) forward; backward multiplies by Δy/Δz of (input half, baseline half)."""
+    """Identity on y = act(z) forward; backward multiplies by the multiplier Δy/Δz of the
+    (input half, baseline half) pair, computed once in the forward pass."""
 
     @staticmethod
     def forward(ctx, z, y, n, act):
-        ctx.save_for_backward(z, y)
-        ctx.n, ctx.act = n, act
-        return y.detach().clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        z, y = ctx.saved_tensors
-        n = ctx.n
         dz, dy = z[:n] - z[n:], y[:n] - y[n:]
         small = dz.abs() < 1e-10
-        m = dy / torch.where(small, torch.ones_like(dz), dz)
+        m = dy.div_(torch.where(small, torch.ones_like(dz), dz))
         if bool(small.any()):  # the local gradient where the two sides (almost) coincide
             with torch.enable_grad():
                 zz = z[:n].detach().requires_grad_(True)
-                act = ctx.act
                 (local,) = torch.autograd.grad(type(act).forward(act, zz).sum(), zz)  # no hooks: no recursion
             m = torch.where(small, local, m)
-        return g * torch.cat([m, m]), None, None, None
+        ctx.save_for_backward(m)
+        ctx.n = n
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, g):
+        (m,) = ctx.saved_tensors
+        return (g.unflatten(0, (2, ctx.n)) * m).flatten(0, 1), None, None, None
 
 
 @contextlib.contextmanager
