@@ -437,12 +437,12 @@ def _chunks(n: int, size: int) -> Iterator[torch.Tensor]:
 
 def occlude(model: nn.Module, x: torch.Tensor, cfg: OccludeConfig | None = None,
             target: torch.Tensor | int | None = None, extra_views: torch.Tensor | None = None,
-            gds: torch.Tensor | None = None, progress: Callable[[int], None] | None = None) -> OccludeResult:
+            gds: torch.Tensor | None = None, progress: Callable[[int, int], None] | None = None) -> OccludeResult:
     """Attribution maps of images ``x`` (N, C, H, W) in [0, 1] on the model's device.
 
     ``target`` (int or (N,)) is needed for the ``class`` score only.  ``extra_views``
     (V, C, H, W) or (N, V, C, H, W) adds a GDS set; ``gds`` (d, m) overrides the GDS (e.g. one
-    from :func:`dataset_gds`).  ``progress(n)`` is called with the number of images done.
+    from :func:`dataset_gds`).  ``progress(done, total)`` is called with the number of images done.
 
     The (image, mask) pairs of all images are evaluated together in chunks of
     ``batch_size`` model inputs (x ``views`` for subspace scores), so small images with
@@ -548,7 +548,7 @@ def occlude(model: nn.Module, x: torch.Tensor, cfg: OccludeConfig | None = None,
             for i in torch.unique(img).tolist():
                 scores[i][msk[img == i]] = s[img == i]
             if progress is not None:
-                progress(int((ends <= int(c[-1]) + 1).sum()))
+                progress(int((ends <= int(c[-1]) + 1).sum()), n)
 
     maps, evaluated_all = [], []
     for i, ms in enumerate(masksets):
@@ -589,7 +589,7 @@ def load_extra_views(path: str | os.PathLike, n: int, shape: tuple[int, ...]) ->
 
 def occlude_explanation(model, inputs, cfg: OccludeConfig, target: str | int = "pred",
                         checkpoint: str | os.PathLike | None = None, dataset: str | None = None,
-                        data_dir: str | None = None, progress: Callable[[int], None] | None = None,
+                        data_dir: str | None = None, progress: Callable[[int, int], None] | None = None,
                         fast: bool = True):
     """:func:`occlude` on :class:`~interpcli.explain.Inputs`, as an
     :class:`~interpcli.explain.ExplainResult` that :func:`~interpcli.explain.save_explanation`

@@ -268,3 +268,11 @@ def test_gds_of_a_batch_equals_one_image_at_a_time():
             d, bases = image_gds(phi, x[i : i + 1], cfg)
             assert torch.allclose(batch[i][0] @ batch[i][0].T, d @ d.T, atol=1e-5)
             assert len(bases) == len(batch[i][1]) == 4
+
+
+def test_progress_reports_images_done_of_total():
+    calls = []
+    occlude(_resnet(), torch.rand(3, 3, 16, 16), OccludeConfig(window=4, stride=4, batch_size=10), target=1,
+            progress=lambda i, n: calls.append((i, n)))
+    assert calls[-1] == (3, 3) and all(n == 3 for _, n in calls)
+    assert [i for i, _ in calls] == sorted(i for i, _ in calls)

@@ -109,10 +109,10 @@ def occlude_cmd(
     model = load_model(checkpoint, dev)
     inputs = gather_inputs(model, images, npz, dataset, str(data_dir) if data_dir else None, split, indices)
     with Progress(console=err, transient=True, disable=quiet) as bar:
-        task = bar.add_task(f"occlude ({masks} x {score})", total=len(inputs.images))
+        task = bar.add_task(f"occlude ({masks} x {score})", total=None)  # rows: images x targets
         result = occlude_explanation(model, inputs, cfg, target, checkpoint, dataset,
                                      str(data_dir) if data_dir else None,
-                                     progress=lambda i: bar.update(task, completed=i), fast=fast)
+                                     progress=lambda i, n: bar.update(task, completed=i, total=n), fast=fast)
     result.checkpoint = {"arch": model.arch}
     files = save_explanation(result, out_dir, png=png, checkpoint=checkpoint)
     if json_out:
