@@ -7,7 +7,8 @@ pytorch-grad-cam for Grad-CAM / Grad-CAM++), in one run.
 
 Units, measured on the same model and inputs: F = one batched forward pass (inference
 mode), FB = one batched forward + backward to the input (no weight gradients), both of the
-model the methods run on (the eval fast path's copy; F_plain / FB_plain of the model as loaded).  The pass-count minimum of a method is
+model the methods run on (the eval fast path's copy; F_plain / FB_plain of the model as loaded).
+The pass-count minimum of a method is
 FB for grad/ixg/gradcam/bcos, n·FB for smoothgrad/vargrad (n samples) and intgrad (n
 steps), and (perturbations/batch)·F for perturbation methods.  ratio = time / minimum.
 Methods run on the eval fast path (attribute's default); ``--fastpath`` also times each
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _timing import timed, timed_pair  # noqa: E402
+
 from interpcli.device import configure_backends, resolve_device  # noqa: E402
 from interpcli.methods import attribute, get_method, list_methods  # noqa: E402
 from interpcli.models import Classifier, get_model_info  # noqa: E402
@@ -220,9 +222,11 @@ def main() -> None:
                 extra += f"  vs pytorch-grad-cam {row['speedup_vs_pytorch_grad_cam']:.2f}x"
             ratio = f"  {row['ratio_to_minimum']:.2f}x of minimum" if "ratio_to_minimum" in row else ""
             if fp:
-                extra += (f"  fastpath {row['speedup_fastpath']:.2f}x ({args.batch_size / fp['seconds_no_fastpath']:.1f}"
+                plain_ips = args.batch_size / fp['seconds_no_fastpath']
+                extra += (f"  fastpath {row['speedup_fastpath']:.2f}x ({plain_ips:.1f}"
                           f" img/s without; min-based {fp['speedup_fastpath_min']:.2f}x)")
-            print(f"{arch:14s} {name:16s} {row['images_per_s']:9.1f} img/s  {row['forward_equivalents']:7.1f} F{ratio}{extra}",
+            print(f"{arch:14s} {name:16s} {row['images_per_s']:9.1f} img/s  "
+                  f"{row['forward_equivalents']:7.1f} F{ratio}{extra}",
                   flush=True)
         report["results"][arch] = {"unit_seconds": unit, "methods": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

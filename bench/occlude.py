@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _timing import timed  # noqa: E402
+
 from interpcli.device import configure_backends, resolve_device  # noqa: E402
 from interpcli.models import Classifier  # noqa: E402
 from interpcli.occlude import OccludeConfig, occlude, sliding_boxes  # noqa: E402
@@ -104,7 +105,8 @@ def main() -> None:
         "gds": (OccludeConfig(score="gds", **base), K + 1 + 4 * A),
         "gds-subspace": (OccludeConfig(score="gds", gds_mode="subspace", **base), (K + 1) * A + 4 * A),
     }
-    report = {"benchmark": "occlude", "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    report = {"benchmark": "occlude", "device": str(dev), "threads": torch.get_num_threads(),
+              "torch": torch.__version__,
               "model": what, "images": n, "masks_per_image": K, "views": A, "k": args.k,
               "unit_forward_seconds_per_image": unit, "results": {}}
     print(f"{what}; {K} windows, {A} views, k={args.k}; one image forward = {unit * 1e3:.3f} ms", flush=True)
@@ -144,10 +146,12 @@ def main() -> None:
             rho = statistics.mean(spearman(a, b) for a, b in zip(maps["full"], pm["m"]))
             row[f"prune_{q}"] = {"seconds_per_image": psec, "speedup": sec / psec, "spearman_vs_full": rho}
         report["results"][name] = row
-        prune = "  ".join(f"prune {q}: {row[f'prune_{q}']['speedup']:.2f}x rho {row[f'prune_{q}']['spearman_vs_full']:.3f}"
+        prune = "  ".join(f"prune {q}: {row[f'prune_{q}']['speedup']:.2f}x "
+                          f"rho {row[f'prune_{q}']['spearman_vs_full']:.3f}"
                           for q in args.prune)
         cap = f"  vs captum {row['speedup_vs_captum']:.2f}x" if "speedup_vs_captum" in row else ""
-        print(f"{name:13s} {sec * 1e3:9.1f} ms/img  {row['ratio_to_minimum']:.2f}x of minimum ({passes} passes){cap}  {prune}",
+        print(f"{name:13s} {sec * 1e3:9.1f} ms/img  {row['ratio_to_minimum']:.2f}x of minimum "
+              f"({passes} passes){cap}  {prune}",
               flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

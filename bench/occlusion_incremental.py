@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from interpcli.fastpath import fast_model  # noqa: E402
+from interpcli.incremental import get_plan, incremental_occlusion_scores  # noqa: E402
 from interpcli.methods import attribute  # noqa: E402
-from interpcli.methods.incremental import get_plan, incremental_occlusion_scores  # noqa: E402
 from interpcli.methods.perturbation import _occlusion_masks, _occlusion_positions, _scores  # noqa: E402
 from interpcli.models import Classifier  # noqa: E402
 
@@ -119,8 +119,10 @@ def main() -> None:
                        flop_saving=(f_one * k) / (f_one + inc_one * k), threshold_switches=st["threshold_switches"])
             report["results"].append(row)
             diff = row.get("max_abs_diff_map", row.get("max_abs_diff_scores"))
-            print(f"{arch:9s} window {window:3d} stride {stride:3d} ({k} positions{', subset ' + str(len(pos)) if sub else ''}): "
-                  f"plain {row['plain_s_per_image']:7.1f} s/img  incremental {row['incremental_s_per_image']:6.1f} s/img  "
+            subset = f", subset {len(pos)}" if sub else ""
+            print(f"{arch:9s} window {window:3d} stride {stride:3d} ({k} positions{subset}): "
+                  f"plain {row['plain_s_per_image']:7.1f} s/img  "
+                  f"incremental {row['incremental_s_per_image']:6.1f} s/img  "
                   f"speed-up {row['speedup']:5.2f}x  FLOP saving {row['flop_saving']:5.1f}x  max|diff| {diff:.2e}",
                   flush=True)
     report["load_average_end"] = os.getloadavg()[0]

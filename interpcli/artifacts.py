@@ -19,19 +19,24 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, PngImagePlugin
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
+from . import __version__
 from .errors import ArtifactError, ConfigError
+from .models import Classifier
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "atomic_write",
+    "write_bytes",
     "check_output_path",
     "save_checkpoint",
     "load_checkpoint",
@@ -95,7 +100,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             os.close(dfd)
 
 
-def _write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_write(path, "wb") as f:
         f.write(data)
 
@@ -129,7 +134,7 @@ def dumps(obj: Any, indent: int | None = None) -> str:
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
-    _write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
+    write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
     return Path(path)
 
 
@@ -140,7 +145,7 @@ def save_npz(path: str | os.PathLike, meta: dict | None = None, **arrays: Any) -
     if meta is not None:
         out["meta"] = np.array(dumps(meta))
     np.savez_compressed(buf, **out)
-    _write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
     return Path(path)
 
 
@@ -159,14 +164,12 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
 
 def save_png(path: str | os.PathLike, image: np.ndarray, text: dict[str, str] | None = None) -> Path:
     """Write an HxW or HxWxC uint8 array as PNG, with optional tEXt chunks."""
-    from PIL import Image, PngImagePlugin
-
     info = PngImagePlugin.PngInfo()
     for k, v in (text or {}).items():
         info.add_text(k, v)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", pnginfo=info)
-    _write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
     return Path(path)
 
 
@@ -178,7 +181,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     """Atomically write ``tensors`` and the JSON ``meta`` into one safetensors file."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     data = _st_save(flat, metadata={_META_KEY: dumps(meta), "format": "pt"})
-    _write_bytes(path, data)
+    write_bytes(path, data)
     return Path(path)
 
 
@@ -283,8 +286,6 @@ def _now() -> str:
 
 def checkpoint_metadata(model, **extra: Any) -> dict:
     """The metadata of a checkpoint of ``model`` (a :class:`~interpcli.models.Classifier`)."""
-    from . import __version__
-
     meta = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "kind": "checkpoint",
@@ -328,8 +329,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = "cpu
     Returns a :class:`~interpcli.models.Classifier` (inputs in [0, 1], logits out) whose
     ``meta`` attribute holds the checkpoint metadata.
     """
-    from .models import Classifier
-
     state, meta = load_checkpoint(path)
     model = Classifier.from_metadata(meta)
     try:

@@ -34,17 +34,20 @@ from collections import Counter
 from typing import Any
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from .errors import ConfigError
+from .models import resolve_layer
 
 __all__ = ["fast_model", "fast_model_for_layer", "fold_conv_bn", "conv_bn_pairs", "folded_into", "clear_cache"]
 
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, nn.Module]]]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, nn.Module]]] = weakref.WeakKeyDictionary()
 
 
 def _is_conv(m: nn.Module) -> bool:
-    from torch.nn.utils import parametrize
-
     return (isinstance(m, nn.Conv2d) and type(m).forward is nn.Conv2d.forward
             and type(m)._conv_forward is nn.Conv2d._conv_forward and not parametrize.is_parametrized(m)
             and m.weight.is_floating_point())
@@ -61,8 +64,6 @@ def _use_counts(net: nn.Module) -> Counter:
 
 
 def _traced_pairs(net: nn.Module) -> list[tuple[str, str]]:
-    import torch.fx as fx
-
     class _Tracer(fx.Tracer):  # subclasses of Conv2d / BatchNorm2d (airbench's) stay single calls
         def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
             return isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) or super().is_leaf_module(m, qualname)
@@ -195,9 +196,6 @@ def fast_model_for_layer(model: nn.Module, layer: str | None, *, fast: bool = Tr
     without BatchNorm folding when that layer is a convolution with a BatchNorm folded into
     it (its output would be the BN's).  A layer that does not exist is left for the method
     to report."""
-    from .errors import ConfigError
-    from .models._base import resolve_layer
-
     run = fast_model(model, fold_bn=fast, channels_last=fast, compile=compile)
     if fast and layer:
         try:

@@ -54,7 +54,7 @@ def relabel(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _slic(image: np.ndarray, n_segments: int, compactness: float) -> np.ndarray:
-    from skimage.segmentation import slic
+    from skimage.segmentation import slic  # noqa: PLC0415 (heavy: imported when used)
 
     if image.shape[0] == 1:  # grayscale: scale to the L range of CIELAB (0..100)
         return slic(image[0] * 100.0, n_segments=n_segments, compactness=compactness, start_label=0,
@@ -106,6 +106,7 @@ def region_means(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     flat = images.float().permute(1, 0, 2, 3).reshape(c, n * h * w)
     gid = idx.permute(1, 0, 2).reshape(c, n * h * w)
     sums = torch.zeros(c, n * k, device=images.device).scatter_add_(1, gid, flat)
-    counts = torch.zeros(n * k, device=images.device).scatter_add_(0, gid[0], torch.ones(n * h * w, device=images.device))
+    ones = torch.ones(n * h * w, device=images.device)
+    counts = torch.zeros(n * k, device=images.device).scatter_add_(0, gid[0], ones)
     means = sums / counts.clamp_min(1)
     return means.gather(1, gid).reshape(c, n, h, w).permute(1, 0, 2, 3).to(images.dtype)

@@ -22,7 +22,9 @@ import torch
 from .errors import ConfigError
 
 __all__ = ["pca_basis", "canonical_cosines", "subspace_distance", "difference_subspace", "project_basis",
-           "project_vectors", "vector_distance"]
+           "project_vectors", "vector_distance", "DISTANCES"]
+
+DISTANCES = ("cosine", "cos2", "l2")
 
 
 def pca_basis(vectors: torch.Tensor, k: int, normalise: bool = True) -> torch.Tensor:
@@ -72,7 +74,7 @@ def vector_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "cosine") -> t
         return 1.0 - cos
     if kind == "cos2":
         return 1.0 - cos.pow(2)
-    raise ConfigError(f"unknown distance '{kind}'; use cosine, cos2 or l2")
+    raise ConfigError(f"unknown distance '{kind}'; use {', '.join(DISTANCES)}")
 
 
 def difference_subspace(bases: list[torch.Tensor] | torch.Tensor, dim: int | float,

@@ -9,9 +9,11 @@ white = 0) for signed methods or a sequential one (``inferno``) for unsigned one
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 __all__ = ["to_map", "overlay_png", "grid_png"]
 
@@ -33,10 +35,10 @@ def _image(img: np.ndarray) -> np.ndarray:
 
 
 def _figure(ncols: int, nrows: int, size: float = 2.2):
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (heavy: imported when used)
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (heavy: imported when used)
 
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.6, size * nrows), squeeze=False)
     return plt, fig, axes
@@ -93,8 +95,8 @@ def grid_png(images: np.ndarray, attrs: Sequence[np.ndarray], methods: Sequence[
     return _png(plt, fig)
 
 
-def bcos_rgba(weights: "np.ndarray", contributions: "np.ndarray", smooth: int = 15,
-              percentile: float = 99.5) -> "np.ndarray":
+def bcos_rgba(weights: np.ndarray, contributions: np.ndarray, smooth: int = 15,
+              percentile: float = 99.5) -> np.ndarray:
     """The B-cos papers' colour rendering of W_c(x) (Böhle et al. 2022, section 4).
 
     ``weights`` (2C, H, W) is the dynamic linear map on the [x, 1-x] encoding and
@@ -104,9 +106,6 @@ def bcos_rgba(weights: "np.ndarray", contributions: "np.ndarray", smooth: int = 
     with a ``smooth``-pixel box filter and divided by its ``percentile``.  Returns (H, W, 4)
     floats in [0, 1].
     """
-    import torch
-    import torch.nn.functional as F
-
     w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
     contribs = torch.as_tensor(np.asarray(contributions, dtype=np.float64))
     alpha = w.norm(dim=0)

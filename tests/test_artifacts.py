@@ -19,9 +19,19 @@ import torch
 
 import interpcli
 from interpcli import artifacts
-from interpcli.artifacts import (CHECKPOINT_FORMAT_VERSION, atomic_write, check_output_path, load_checkpoint,
-                                 load_model, load_npz, read_metadata, save_checkpoint, save_npz, save_png,
-                                 save_tensors)
+from interpcli.artifacts import (
+    CHECKPOINT_FORMAT_VERSION,
+    atomic_write,
+    check_output_path,
+    load_checkpoint,
+    load_model,
+    load_npz,
+    read_metadata,
+    save_checkpoint,
+    save_npz,
+    save_png,
+    save_tensors,
+)
 from interpcli.errors import ArtifactError, ConfigError, InterpError
 from interpcli.models import Classifier, get_model_info, list_models
 

@@ -13,8 +13,15 @@ from interpcli import TrainConfig, load_model, train
 from interpcli.artifacts import save_checkpoint
 from interpcli.errors import ConfigError
 from interpcli.models import Classifier, get_model_info, list_models
-from interpcli.models.bcos import (BatchNormUncentered2d, BcosConv2d, BcosLinear, LogitLayer,
-                                   PositionNormUncentered2d, contributions, explanation_mode)
+from interpcli.models.bcos import (
+    BatchNormUncentered2d,
+    BcosConv2d,
+    BcosLinear,
+    LogitLayer,
+    PositionNormUncentered2d,
+    contributions,
+    explanation_mode,
+)
 
 from .conftest import shared_npz
 

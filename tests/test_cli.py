@@ -13,10 +13,13 @@ from typer.testing import CliRunner
 from interpcli import CHECKPOINT_FORMAT_VERSION, read_metadata
 from interpcli.artifacts import load_tensors, save_tensors
 from interpcli.cli import app
+from interpcli.data import list_datasets
+from interpcli.methods import list_methods
+from interpcli.models import list_models
 
 from .conftest import ROOT
 
-COMMANDS = ["train", "eval", "info", "models", "datasets"]
+COMMANDS = [c.name for c in app.registered_commands]  # every command, as registered: nothing left out
 
 
 @pytest.fixture
@@ -26,6 +29,10 @@ def runner():
 
 def invoke(runner, *args):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def test_every_command_is_registered():
+    assert {"train", "eval", "info", "models", "datasets", "methods", "explain", "occlude"} <= set(COMMANDS)
 
 
 def test_root_help_lists_commands(runner):
@@ -102,6 +109,33 @@ def test_models_and_datasets_listings(runner):
     assert invoke(runner, "models").exit_code == 0 and invoke(runner, "datasets").exit_code == 0
 
 
+@pytest.mark.parametrize("cmd,names", [("models", list_models), ("datasets", list_datasets),
+                                       ("methods", list_methods)])
+def test_listings_print_one_whole_name_per_line_into_a_pipe(runner, cmd, names):
+    r = invoke(runner, cmd)  # CliRunner's stdout is not a terminal
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == names()  # `interp models | grep bcos` sees whole names
+    rows = json.loads(invoke(runner, cmd, "--json").stdout)
+    assert [row["name"] for row in rows] == names()
+
+
+def test_models_json_declares_feature_and_classifier_layers(runner):
+    rows = {m["name"]: m for m in json.loads(invoke(runner, "models", "--json").stdout)}
+    assert rows["resnet20"]["classifier_layer"] == "fc" and rows["resnet20"]["feature_layer"] == "layer3"
+    assert rows["smp-directional"]["classifier_layer"] == "head"
+    assert all(r["classifier_layer"] for r in rows.values())
+
+
+def test_closed_sets_are_choices_with_completion(runner):
+    r = invoke(runner, "occlude", "x.safetensors", "--score", "nope")
+    _one_line_error(r, "'nope' is not one of", "gds")
+    r = invoke(runner, "explain", "x.safetensors", "-m", "gradcamm")
+    _one_line_error(r, "'gradcamm' is not one of", "gradcam")
+    env = {"_INTERP_COMPLETE": "complete_bash", "COMP_WORDS": "interp train --arch bcos", "COMP_CWORD": "3"}
+    r = runner.invoke(app, [], prog_name="interp", env=env)
+    assert {"bcos-resnet20", "bcos-vgg9"} <= set(r.stdout.split()), r.output
+
+
 def _one_line_error(r, *needles):
     assert r.exit_code == 2, r.output
     lines = [l for l in r.stderr.splitlines() if l.strip()]
@@ -112,11 +146,11 @@ def _one_line_error(r, *needles):
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["-a", "resnet21", "-d", "digits"], ["unknown arch 'resnet21'", "resnet20", "lenet"]),
+    (["-a", "resnet21", "-d", "digits"], ["'resnet21' is not one of", "resnet20", "lenet"]),
     (["-a", "lenet", "-d", "imagenet"], ["unknown dataset 'imagenet'", "cifar10", "pulses"]),
     (["-a", "lenet", "-d", "digits", "-e", "0"], ["epochs"]),
     (["-a", "lenet", "-d", "digits", "-b", "-4"], ["batch-size"]),
-    (["-a", "lenet", "-d", "digits", "--optimizer", "rmsprop"], ["sgd, adam, adamw"]),
+    (["-a", "lenet", "-d", "digits", "--optimizer", "rmsprop"], ["'sgd', 'adam', 'adamw'"]),
     (["-a", "lenet", "-d", "digits", "--arch-arg", "depth"], ["KEY=VALUE"]),
     (["-a", "lenet", "-d", "digits", "--arch-arg", "depth=3"], ["no option depth"]),
     (["-a", "lenet", "-d", "digits", "--classes", "3,x"], ["class 'x'"]),
@@ -137,7 +171,8 @@ def test_train_missing_output_folder(runner, tmp_path):
 def test_train_missing_dataset_files(runner, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = invoke(runner, "train", "-a", "resnet20", "-d", "cifar10", "--data-dir", empty, "-o", tmp_path / "x.safetensors")
+    r = invoke(runner, "train", "-a", "resnet20", "-d", "cifar10", "--data-dir", empty,
+               "-o", tmp_path / "x.safetensors")
     _one_line_error(r, "cifar10.npz", "Downloads are disabled")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
@@ -175,7 +210,8 @@ def test_real_subprocess(tmp_path):
     r = subprocess.run([*exe, "info", str(out), "--json"], env=env, capture_output=True, text=True)
     assert json.loads(r.stdout)["arch"] == "lenet"
     r = subprocess.run([*exe, "train", "-a", "nope", "-d", "digits"], env=env, capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.startswith("Error: unknown arch 'nope'") and r.stdout == ""
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("Error: Invalid value for '--arch'") and "'nope' is not one of" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 

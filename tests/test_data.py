@@ -11,8 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from interpcli.data import (Dataset, DeviceLoader, augment_batch, get_dataset_info, list_datasets, load_dataset,
-                            make_pulses, train_val_split)
+from interpcli.data import (
+    Dataset,
+    DeviceLoader,
+    augment_batch,
+    get_dataset_info,
+    list_datasets,
+    load_dataset,
+    make_pulses,
+    train_val_split,
+)
 from interpcli.data.loader import epoch_generator
 from interpcli.errors import ConfigError, DatasetError, InterpError, UnknownName
 

@@ -21,7 +21,8 @@ GRADIENT_METHODS = ["grad", "ixg", "smoothgrad", "intgrad"]
 
 def _resnet(seed=0, size=16):
     torch.manual_seed(seed)
-    return Classifier("resnet20", 10, (3, size, size), {"kind": "normalize", "mean": [0.5] * 3, "std": [0.25] * 3}).eval()
+    enc = {"kind": "normalize", "mean": [0.5] * 3, "std": [0.25] * 3}
+    return Classifier("resnet20", 10, (3, size, size), enc).eval()
 
 
 def _linear():
@@ -48,7 +49,7 @@ def test_grad_and_ixg_on_a_linear_model():
 @pytest.mark.parametrize("baseline", ["black", "blurred", "uniform"])
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann"])
 def test_integrated_gradients_completeness(baseline, rule):
-    from interpcli.methods._common import make_baseline
+    from interpcli.perturb import make_baseline
 
     torch.manual_seed(0)
     model = Classifier("resnet20", 10, (3, 32, 32), {"kind": "identity"}).eval()
@@ -182,7 +183,7 @@ def test_explain_cli_on_image_files_and_all_targets(digits_ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--method", "nope"], "unknown method 'nope'"),
+    (["--method", "nope"], "'nope' is not one of"),
     (["--target", "12"], "out of range"),
     (["--target", "giraffe"], "--target must be"),
     (["-m", "bcos"], "B-cos model"),

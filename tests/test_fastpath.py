@@ -70,7 +70,8 @@ def test_module_names_are_kept_and_the_original_is_untouched(r20):
     relus = lambda m: {n for n, x in m.named_modules() if isinstance(x, nn.ReLU)}  # noqa: E731
     assert names(fast) == names(r20) and relus(fast) == relus(r20)
     assert isinstance(fast.layer("layer3"), nn.Sequential) and fast.target_layer == "layer3"
-    assert isinstance(fast.layer("layer1.0.bn1"), nn.Identity) and folded_into(fast.layer("layer1.0.conv1")) == "layer1.0.bn1"
+    assert isinstance(fast.layer("layer1.0.bn1"), nn.Identity)
+    assert folded_into(fast.layer("layer1.0.conv1")) == "layer1.0.bn1"
     assert fast.layer("layer1.0.conv1").weight.is_contiguous(memory_format=torch.channels_last)
     # the user's model: same tensors, BatchNorms still there, weights in the default layout
     assert all(torch.equal(before[k], v) for k, v in r20.state_dict().items())
@@ -110,7 +111,8 @@ def test_only_direct_conv_bn_pairs_are_folded():
     class Untraceable(nn.Module):
         def __init__(self):
             super().__init__()
-            self.seq = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), Custom(4, 4, 1), nn.BatchNorm2d(4))
+            self.seq = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), Custom(4, 4, 1),
+                                     nn.BatchNorm2d(4))
             self.conv, self.bn = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
 
         def forward(self, x):

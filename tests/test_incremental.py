@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from interpcli import incremental as inc
 from interpcli.errors import ConfigError
-from interpcli.methods import attribute
-from interpcli.methods import incremental as inc
-from interpcli.methods.perturbation import _occlusion_masks, _occlusion_positions, _scores
+from interpcli.methods import attribute, perturbation
 from interpcli.models import Classifier
+from interpcli.perturb import MaskSet, masked_scores, occlusion_positions, sliding_boxes, target_score
 
 ENC = {"kind": "normalize", "mean": [0.5] * 3, "std": [0.25] * 3}
 
@@ -30,9 +30,9 @@ def _model(arch: str, size: int = 64, **kw) -> Classifier:
 
 def _plain_and_incremental(model, x, window, stride, fill, target, threshold=inc.DEFAULT_THRESHOLD):
     h, w = x.shape[-2:]
-    masks = _occlusion_masks(h, w, window, stride, x.device)
-    ys, xs = _occlusion_positions(h, w, window, stride)
-    ref = _scores(model, x, masks, torch.tensor([target]), fill, 32)[0]
+    masks = MaskSet.from_boxes((h, w), sliding_boxes(h, w, window, stride))
+    ys, xs = occlusion_positions(h, w, window, stride)
+    ref = masked_scores(model, x, masks, fill, target_score(torch.tensor([target])), batch_size=32)[0]
     got = inc.incremental_occlusion_scores(model, x, [(y, x0) for y in ys for x0 in xs], window, fill, target,
                                            batch_size=32, threshold=threshold)
     return ref, got
@@ -154,7 +154,7 @@ def test_untraceable_model_falls_back_to_full_passes():
 def test_auto_uses_incremental_from_128_pixels(monkeypatch):
     calls = []
     real = inc.incremental_occlusion_scores
-    monkeypatch.setattr(inc, "incremental_occlusion_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(perturbation, "incremental_occlusion_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
     model = _model("lenet", 128)
     attribute(model, torch.rand(1, 3, 128, 128), 0, "occlusion", window=64, stride=64)
     assert calls == [1]

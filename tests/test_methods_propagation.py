@@ -58,7 +58,7 @@ def test_own_rescale_pass_and_captum_fallback():
     assert torch.allclose(attribute(lenet, x, 2, "deeplift", fast=False), ref.detach(), atol=1e-6)
     x = torch.rand(3, 3, 16, 16)
     for baseline in ("blurred", "uniform"):  # completeness of our pass for other baselines too
-        from interpcli.methods._common import make_baseline
+        from interpcli.perturb import make_baseline
 
         a = attribute(res, x, 4, "deeplift", baseline=baseline)
         with torch.no_grad():

@@ -12,9 +12,11 @@ from interpcli.artifacts import load_npz
 from interpcli.augment import apply_views, draw_views, parse_preset
 from interpcli.cli import app
 from interpcli.errors import ConfigError
+from interpcli.gds import dataset_gds, image_gdss, load_extra_views
 from interpcli.methods import attribute, get_method
 from interpcli.models import Classifier
-from interpcli.occlude import FeatureExtractor, OccludeConfig, dataset_gds, occlude
+from interpcli.models.features import FeatureExtractor
+from interpcli.occlusion import OccludeConfig, occlude
 
 PATCH = (slice(8, 16), slice(12, 20))  # symmetric about the vertical axis: flips keep it in place
 
@@ -23,6 +25,7 @@ class PatchRepr(nn.Module):
     """Representation = tanh of a projection of the pixels in PATCH; nothing else matters."""
 
     num_classes = 3
+    classifier_layer = "fc"  # its input is the representation
 
     def __init__(self):
         super().__init__()
@@ -174,14 +177,13 @@ def test_dataset_gds_is_cached_beside_the_checkpoint(digits_ckpt, tmp_path):
     ckpt = tmp_path / "m.safetensors"
     shutil.copy(digits_ckpt, ckpt)
     model = load_model(ckpt)
-    cfg = OccludeConfig(score="gds", gds_from="dataset", k=3, gds_dim=6, gds_per_class=20)
-    d1 = dataset_gds(model, cfg, ckpt)
+    kw = dict(k=3, dim=6, per_class=20, checkpoint=ckpt)
+    d1 = dataset_gds(model, **kw)
     cached = list(tmp_path.glob("m.safetensors.gds-*.safetensors"))
     assert len(cached) == 1 and d1.shape[1] == 6
     assert torch.allclose(d1.T @ d1, torch.eye(6), atol=1e-5)
-    assert torch.equal(dataset_gds(model, cfg, ckpt), d1)
-    cfg.k = 2
-    dataset_gds(model, cfg, ckpt)
+    assert torch.equal(dataset_gds(model, **kw), d1)
+    dataset_gds(model, **{**kw, "k": 2})
     assert len(list(tmp_path.glob("m.safetensors.gds-*.safetensors"))) == 2  # another key, another file
 
 
@@ -207,7 +209,7 @@ def test_occlude_cli_writes_maps(digits_ckpt, tmp_path):
     (["--masks", "file", "--mask-file", "MISSING"], "mask file not found"),
     (["--masks", "file", "--mask-file", "WRONG"], "but the images are"),
     (["--masks", "file", "--mask-file", "EMPTY"], "no regions"),
-    (["--masks", "blobs"], "unknown masks"),
+    (["--masks", "blobs"], "'blobs' is not one of"),
     (["--fill", "purple"], "--fill must be"),
     (["--target", "11"], "out of range"),
 ])
@@ -229,7 +231,8 @@ def test_explain_cli_runs_gds_on_an_image_file(digits_ckpt, tmp_path):
     Image.fromarray((np.random.default_rng(0).random((8, 8)) * 255).astype(np.uint8)).save(tmp_path / "d.png")
     out = tmp_path / "e"
     r = CliRunner().invoke(app, ["explain", str(digits_ckpt), str(tmp_path / "d.png"), "--method", "gds", "-m", "rosa",
-                                 "-p", "window=2", "-p", "stride=2", "-p", "gds.views=4", "-p", "gds.k=2", "-o", str(out)])
+                                 "-p", "window=2", "-p", "stride=2", "-p", "gds.views=4", "-p", "gds.k=2",
+                                 "-o", str(out)])
     assert r.exit_code == 0, r.output
     arrays, meta = load_npz(out / "attributions.npz")
     assert arrays["attr_gds"].shape == arrays["attr_rosa"].shape == (1, 1, 8, 8)
@@ -237,14 +240,12 @@ def test_explain_cli_runs_gds_on_an_image_file(digits_ckpt, tmp_path):
 
 
 def test_extra_views_add_a_gds_set(tmp_path):
-    from interpcli.occlude import image_gds, load_extra_views
-
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     phi = FeatureExtractor(PatchRepr())
-    cfg = OccludeConfig(score="gds", views=6, k=2, gds_dim=1.0 - 1e-9)
+    kw = dict(views=6, k=2, dim=1.0 - 1e-9)
     with torch.no_grad():
-        _, four = image_gds(phi, x, cfg)
-        _, five = image_gds(phi, x, cfg, torch.rand(5, 3, 32, 32))
+        _, four = image_gdss(phi, x, **kw)[0]
+        _, five = image_gdss(phi, x, extra=torch.rand(5, 3, 32, 32), **kw)[0]
     assert len(four) == 4 and len(five) == 5 and five[-1].shape == (16, 2)
     np.savez(tmp_path / "v.npz", views=(np.random.default_rng(0).random((2, 5, 3, 32, 32)) * 255).astype(np.uint8))
     v = load_extra_views(tmp_path / "v.npz", 2, (3, 32, 32))
@@ -257,15 +258,13 @@ def test_extra_views_add_a_gds_set(tmp_path):
 
 
 def test_gds_of_a_batch_equals_one_image_at_a_time():
-    from interpcli.occlude import image_gds, image_gdss
-
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     phi = FeatureExtractor(PatchRepr())
-    cfg = OccludeConfig(score="gds", views=5, k=2, gds_dim=3, batch_size=7)
+    kw = dict(views=5, k=2, dim=3, batch_size=7)
     with torch.no_grad():
-        batch = image_gdss(phi, x, cfg)
+        batch = image_gdss(phi, x, **kw)
         for i in range(3):
-            d, bases = image_gds(phi, x[i : i + 1], cfg)
+            d, bases = image_gdss(phi, x[i : i + 1], **kw)[0]
             assert torch.allclose(batch[i][0] @ batch[i][0].T, d @ d.T, atol=1e-5)
             assert len(bases) == len(batch[i][1]) == 4
 

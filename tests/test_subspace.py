@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from interpcli.errors import ConfigError
-from interpcli.subspace import (canonical_cosines, difference_subspace, pca_basis, project_basis, project_vectors,
-                                subspace_distance, vector_distance)
+from interpcli.subspace import (
+    canonical_cosines,
+    difference_subspace,
+    pca_basis,
+    project_basis,
+    project_vectors,
+    subspace_distance,
+    vector_distance,
+)
 
 
 def _rotation(d: int, seed: int = 0) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from interpcli import TrainConfig, load_model, read_metadata, train
 from interpcli.artifacts import load_npz, load_tensors
 from interpcli.errors import ConfigError
-from interpcli.train import lr_factor, sidecar
+from interpcli.training import lr_factor, sidecar
 
 from .conftest import ROOT
 
@@ -32,7 +32,7 @@ def test_lenet_learns_digits(tmp_path):
     assert res.metrics["test_acc"] >= 0.95
     model = load_model(out)
     from interpcli.data import load_dataset
-    from interpcli.train import evaluate
+    from interpcli.evaluate import evaluate
 
     ds = load_dataset("digits")
     ev = evaluate(model, ds.x_test, ds.y_test)
@@ -188,7 +188,7 @@ def test_losses_train(loss):
 
 
 def test_loss_values():
-    from interpcli.train import make_loss
+    from interpcli.training import make_loss
 
     torch.manual_seed(0)
     out, y = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])

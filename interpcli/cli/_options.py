@@ -1,21 +1,126 @@
-"""Options shared by several commands, declared once."""
+"""Options shared by several commands, declared once, and the parsing of KEY=VALUE options.
+
+Bundles: the *input* options (image files, ``--npz``, ``--dataset``, ``--data-dir``,
+``--split``, ``--indices``) become one :class:`~interpcli.inputs.InputSpec` through
+:func:`input_spec`; *output* options (``--out``, ``--png``, ``--json``, ``--quiet``) and
+*performance* options (``--device``, ``--batch-size``, ``--fast``, ``--compile``) are the
+annotated types below.  Closed sets are choices built from the registries (:func:`choice`),
+so ``--help`` lists them and shell completion offers them.
+"""
 
 from __future__ import annotations
 
+import enum
+import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps; $INTERP_DEVICE replaces auto.",
-                      rich_help_panel="Performance")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")]
-DataDirOpt = Annotated[
-    Optional[Path], typer.Option("--data-dir", help="Folder (or .npz file) with the dataset's files; "
-                                 "default $INTERP_DATA_DIR or ./data.", rich_help_panel="Data")
-]
+from ..data import list_datasets
+from ..errors import ConfigError
+from ..inputs import InputSpec
+from ..methods import get_method, list_methods
+from ..models import list_models
+
+__all__ = ["choice", "value", "parse_kv", "method_params", "input_spec", "ArchChoice", "DatasetChoice",
+           "MethodChoice", "DeviceOpt", "JsonOpt", "QuietOpt", "DataDirOpt", "CheckpointArg", "ImagesArg", "DatasetOpt",
+           "SplitOpt", "IndicesOpt", "NpzOpt", "PngOpt", "BatchSizeOpt", "FastOpt", "CompileOpt", "SeedOpt"]
+
+
+def choice(name: str, values: Iterable[str]) -> type[enum.Enum]:
+    """A str Enum whose members are ``values``: typer turns it into a checked choice with completion."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+def value(v: Any) -> Any:
+    """The plain value of a choice (or of a list of choices); anything else as it is."""
+    if isinstance(v, list):
+        return [value(x) for x in v]
+    return v.value if isinstance(v, enum.Enum) else v
+
+
+ArchChoice = choice("Arch", list_models())
+DatasetChoice = choice("Dataset", list_datasets())
+MethodChoice = choice("Method", ["list", *list_methods()])
+
+
+def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``["width=32", "hidden=[64,32]", "activation=tanh"]`` -> dict (values as JSON, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} expects KEY=VALUE, got '{item}'")
+        try:
+            out[key.replace("-", "_")] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = val
+    return out
+
+
+def method_params(methods: list[str], items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``--param steps=128`` goes to every method that has ``steps``; ``--param intgrad.steps=128`` to one."""
+    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for key, val in parse_kv(items, "--param").items():
+        scope, _, name = key.rpartition(".")
+        targets = [scope] if scope else [m for m in methods if name in get_method(m).defaults]
+        if scope and scope not in methods:
+            raise ConfigError(f"--param {key}: method '{scope}' is not among --method {', '.join(methods)}")
+        if not targets or any(name not in get_method(m).defaults for m in targets):
+            raise ConfigError(f"--param {key}: no selected method has a parameter '{name}'")
+        for m in targets:
+            out[m][name] = val
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+_IN = "Input"
 CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.safetensors) written by `interp train`.",
                                                show_default=False)]
+ImagesArg = Annotated[Optional[list[Path]], typer.Argument(help="Image files (PNG/JPEG); or use --dataset/--npz.",
+                                                           show_default=False)]
+DatasetOpt = Annotated[Optional[str], typer.Option(
+    "--dataset", "-d", help="Images of a dataset split (default: the checkpoint's when no images are given).",
+    rich_help_panel=_IN)]
+DataDirOpt = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Folder (or .npz file) with the dataset's files; default $INTERP_DATA_DIR or ./data.",
+    rich_help_panel=_IN)]
+SplitOpt = Annotated[str, typer.Option("--split", help="train or test.", rich_help_panel=_IN)]
+IndicesOpt = Annotated[str, typer.Option("--indices", help="START:STOP or comma-separated indices of the split.",
+                                         rich_help_panel=_IN)]
+NpzOpt = Annotated[Optional[Path], typer.Option("--npz", help="An NPZ with an `images` array (e.g. another command's "
+                                                "output).", rich_help_panel=_IN)]
+
+
+def input_spec(images: list[Path] | None, npz: Path | None, dataset: str | None, data_dir: Path | None, split: str,
+               indices: str) -> InputSpec:
+    """The input options of a command as one :class:`~interpcli.inputs.InputSpec`."""
+    return InputSpec(images=images or None, npz=npz, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+                     split=split, indices=indices)
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")]
+PngOpt = Annotated[bool, typer.Option("--png/--no-png", help="Write PNG overlays (and grid.png).",
+                                      rich_help_panel="Output")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of everything random (masks, noise, sampling).")]
+
+# ---------------------------------------------------------------------------------------------- performance
+
+_PERF = "Performance"
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps; $INTERP_DEVICE replaces auto.",
+    rich_help_panel=_PERF)]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", "-b", min=1, help="Images per forward pass (default: from the free memory on CUDA, per method "
+    "elsewhere).", rich_help_panel=_PERF)]
+FastOpt = Annotated[bool, typer.Option(
+    "--fast/--no-fast", help="Eval fast path: BatchNorm folded into the convolutions, channels_last (same results "
+    "to float rounding).", rich_help_panel=_PERF)]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="Also torch.compile the model (slow first call; pays off "
+                                          "on many images).", rich_help_panel=_PERF)]

@@ -8,16 +8,43 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import Progress
 
-from ..artifacts import load_model
-from ..device import configure_backends, resolve_device, seed_everything
+from ..augment import PRESETS
 from ..errors import ConfigError
-from ..explain import gather_inputs, save_explanation
-from ..occlude import FILLS, MASKS, SCORES, OccludeConfig, occlude_explanation
-from . import app
+from ..occlusion import MASKS, SCORES, OccludeConfig
+from ..ops.occlude import occlude_checkpoint
+from ..perturb import FILLS
+from ..subspace import DISTANCES
+from ._app import app
 from ._console import err, print_json, print_paths
-from ._options import DataDirOpt, DeviceOpt, JsonOpt, QuietOpt
+from ._options import (
+    BatchSizeOpt,
+    CheckpointArg,
+    DataDirOpt,
+    DatasetOpt,
+    DeviceOpt,
+    FastOpt,
+    ImagesArg,
+    IndicesOpt,
+    JsonOpt,
+    NpzOpt,
+    PngOpt,
+    QuietOpt,
+    SeedOpt,
+    SplitOpt,
+    choice,
+    input_spec,
+    value,
+)
 
-_M, _S, _A, _G, _I = "Masks", "Score", "Augmentations and subspaces", "GDS", "Input"
+_M, _S, _A, _G = "Masks", "Score", "Augmentations and subspaces", "GDS"
+MaskChoice = choice("Masks", MASKS)
+ScoreChoice = choice("Score", SCORES)
+SegmentationChoice = choice("Segmentation", ("slic", "grid"))
+ClassScoreChoice = choice("ClassScore", ("logit", "prob"))
+DistanceChoice = choice("Distance", DISTANCES)
+PoolChoice = choice("Pool", ("auto", "avg", "max", "flatten"))
+GdsFromChoice = choice("GdsFrom", ("image", "dataset"))
+GdsModeChoice = choice("GdsMode", ("repr", "subspace"))
 
 
 def _fill(value: str) -> str | float:
@@ -39,9 +66,9 @@ def _fraction_or_int(value: str) -> float | int:
 
 @app.command("occlude", rich_help_panel="Explanations")
 def occlude_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.safetensors) from `interp train`.", show_default=False)],
-    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files (PNG/JPEG); or use --dataset/--npz.", show_default=False)] = None,
-    masks: Annotated[str, typer.Option("--masks", help=f"{' | '.join(MASKS)}.", rich_help_panel=_M)] = "sliding",
+    checkpoint: CheckpointArg,
+    images: ImagesArg = None,
+    masks: Annotated[MaskChoice, typer.Option("--masks", help="What is occluded.", rich_help_panel=_M)] = "sliding",
     window: Annotated[int, typer.Option("--window", help="sliding: window side in pixels.", rich_help_panel=_M)] = 8,
     stride: Annotated[int, typer.Option("--stride", help="sliding: step in pixels.", rich_help_panel=_M)] = 4,
     fill: Annotated[str, typer.Option("--fill", help="zero | mean | blur | noise | a number: what replaces the occluded pixels.", rich_help_panel=_M)] = "zero",
@@ -49,34 +76,34 @@ def occlude_cmd(
     grid: Annotated[int, typer.Option("--grid", help="rise: grid size s.", rich_help_panel=_M)] = 8,
     keep: Annotated[float, typer.Option("--keep", help="rise: keep-probability p.", rich_help_panel=_M)] = 0.5,
     n_segments: Annotated[int, typer.Option("--n-segments", help="superpixels: about this many segments.", rich_help_panel=_M)] = 50,
-    segmentation: Annotated[str, typer.Option("--segmentation", help="superpixels: slic | grid.", rich_help_panel=_M)] = "slic",
+    segmentation: Annotated[SegmentationChoice, typer.Option("--segmentation", help="superpixels: SLIC or a regular grid.", rich_help_panel=_M)] = "slic",
     mask_file: Annotated[Optional[Path], typer.Option("--mask-file", help="file: label maps (PNG, or NPZ `labels`/`masks`).", rich_help_panel=_M)] = None,
-    score: Annotated[str, typer.Option("--score", "-s", help=f"{' | '.join(SCORES)}.", rich_help_panel=_S)] = "class",
-    class_score: Annotated[str, typer.Option("--class-score", help="class: logit | prob.", rich_help_panel=_S)] = "logit",
-    distance: Annotated[str, typer.Option("--distance", help="repr/gds: cosine | cos2 | l2.", rich_help_panel=_S)] = "cosine",
+    score: Annotated[ScoreChoice, typer.Option("--score", "-s", help="class (logit drop), repr (ROSA), subspace (OSA-DAS), gds (ROSA-GDS).", rich_help_panel=_S)] = "class",
+    class_score: Annotated[ClassScoreChoice, typer.Option("--class-score", help="class: the logit or the probability.", rich_help_panel=_S)] = "logit",
+    distance: Annotated[DistanceChoice, typer.Option("--distance", help="repr/gds: feature distance.", rich_help_panel=_S)] = "cosine",
     layer: Annotated[Optional[str], typer.Option("--layer", help="Feature layer (module path), logits or probs; default the penultimate.", rich_help_panel=_S)] = None,
-    pool: Annotated[str, typer.Option("--pool", help="4-D features: auto | avg | max | flatten.", rich_help_panel=_S)] = "auto",
+    pool: Annotated[PoolChoice, typer.Option("--pool", help="4-D features: auto (the arch's pooling at the penultimate layer, else flatten), avg, max or flatten.", rich_help_panel=_S)] = "auto",
     target: Annotated[str, typer.Option("--target", "-t", help="class score: pred, label, all, a class index or name.", rich_help_panel=_S)] = "pred",
-    augment: Annotated[str, typer.Option("--augment", help="subspace: views' preset, weak | strong | none, optionally with PRESET:KEY=VALUE,...", rich_help_panel=_A)] = "weak",
+    augment: Annotated[str, typer.Option("--augment", help=f"subspace: views' preset, {' | '.join(PRESETS)}, optionally with PRESET:KEY=VALUE,...", rich_help_panel=_A, autocompletion=lambda: list(PRESETS))] = "weak",
     views: Annotated[int, typer.Option("--views", help="Augmented views per image and per GDS set.", rich_help_panel=_A)] = 16,
     k: Annotated[int, typer.Option("--k", help="Subspace dimension.", rich_help_panel=_A)] = 4,
     angles: Annotated[str, typer.Option("--angles", help="Canonical angles used: all | first | an int.", rich_help_panel=_A)] = "all",
     extra_views: Annotated[Optional[Path], typer.Option("--extra-views", help="NPZ `views` (V,C,H,W) or (N,V,C,H,W): one more GDS set.", rich_help_panel=_A)] = None,
-    gds_from: Annotated[str, typer.Option("--gds-from", help="image (four augmentation sets) | dataset (class subspaces; cached beside the checkpoint).", rich_help_panel=_G)] = "image",
+    gds_from: Annotated[GdsFromChoice, typer.Option("--gds-from", help="image (four augmentation sets) or dataset (class subspaces; cached beside the checkpoint).", rich_help_panel=_G)] = "image",
     gds_dim: Annotated[str, typer.Option("--gds-dim", help="GDS dimension: an int, or a fraction in (0, 1) of the rank.", rich_help_panel=_G)] = "0.5",
-    gds_mode: Annotated[str, typer.Option("--gds-mode", help="gds: compare projected features (repr) or projected subspaces (subspace).", rich_help_panel=_G)] = "repr",
+    gds_mode: Annotated[GdsModeChoice, typer.Option("--gds-mode", help="gds: compare projected features (repr) or projected subspaces (subspace).", rich_help_panel=_G)] = "repr",
     gds_per_class: Annotated[int, typer.Option("--gds-per-class", help="dataset GDS: training images per class.", rich_help_panel=_G)] = 100,
     grad_prune: Annotated[Optional[float], typer.Option("--grad-prune", help="Score only this fraction of masks, ranked by gradient saliency.", rich_help_panel="Performance")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Images of a dataset split (default: the checkpoint's when no images are given).", rich_help_panel=_I)] = None,
+    dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
-    split: Annotated[str, typer.Option("--split", help="train or test.", rich_help_panel=_I)] = "test",
-    indices: Annotated[str, typer.Option("--indices", help="START:STOP or comma-separated indices of the split.", rich_help_panel=_I)] = "0:8",
-    npz: Annotated[Optional[Path], typer.Option("--npz", help="An NPZ with an `images` array.", rich_help_panel=_I)] = None,
+    split: SplitOpt = "test",
+    indices: IndicesOpt = "0:8",
+    npz: NpzOpt = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (its parent must exist).", rich_help_panel="Output")] = Path("occlude-out"),
-    png: Annotated[bool, typer.Option("--png/--no-png", help="Write PNG overlays.", rich_help_panel="Output")] = True,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Images per forward pass (default 256).", rich_help_panel="Performance")] = None,
-    fast: Annotated[bool, typer.Option("--fast/--no-fast", help="Eval fast path: BatchNorm folded into the convolutions, channels_last.", rich_help_panel="Performance")] = True,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of masks, noise and augmentations.")] = 0,
+    png: PngOpt = True,
+    batch_size: BatchSizeOpt = None,
+    fast: FastOpt = True,
+    seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -96,26 +123,19 @@ def occlude_cmd(
         interp occlude runs/r56.safetensors cat.png --masks superpixels --score subspace --views 16 --k 4 -o out/cat
     """
     cfg = OccludeConfig(
-        masks=masks, window=window, stride=stride, fill=_fill(fill), n_masks=n_masks, s=grid, p=keep,
-        n_segments=n_segments, segmentation=segmentation, mask_file=str(mask_file) if mask_file else None,
-        score=score, class_score=class_score, distance=distance, layer=layer, pool=pool, augment=augment,
-        views=views, k=k, angles=angles, gds_from=gds_from, gds_dim=_fraction_or_int(gds_dim), gds_mode=gds_mode,
-        gds_per_class=gds_per_class, extra_views=str(extra_views) if extra_views else None, grad_prune=grad_prune,
-        seed=seed, batch_size=batch_size)
+        masks=value(masks), window=window, stride=stride, fill=_fill(fill), n_masks=n_masks, s=grid, p=keep,
+        n_segments=n_segments, segmentation=value(segmentation), mask_file=str(mask_file) if mask_file else None,
+        score=value(score), class_score=value(class_score), distance=value(distance), layer=layer, pool=value(pool),
+        augment=augment, views=views, k=k, angles=angles, gds_from=value(gds_from), gds_dim=_fraction_or_int(gds_dim),
+        gds_mode=value(gds_mode), gds_per_class=gds_per_class, extra_views=str(extra_views) if extra_views else None,
+        grad_prune=grad_prune, seed=seed, batch_size=batch_size)
     cfg.check()
-    dev = resolve_device(device)
-    configure_backends(dev)
-    seed_everything(seed)
-    model = load_model(checkpoint, dev)
-    inputs = gather_inputs(model, images, npz, dataset, str(data_dir) if data_dir else None, split, indices)
     with Progress(console=err, transient=True, disable=quiet) as bar:
-        task = bar.add_task(f"occlude ({masks} x {score})", total=None)  # rows: images x targets
-        result = occlude_explanation(model, inputs, cfg, target, checkpoint, dataset,
-                                     str(data_dir) if data_dir else None,
-                                     progress=lambda i, n: bar.update(task, completed=i, total=n), fast=fast)
-    result.checkpoint = {"arch": model.arch}
-    files = save_explanation(result, out_dir, png=png, checkpoint=checkpoint)
+        task = bar.add_task(f"occlude ({cfg.masks} x {cfg.score})", total=None)  # rows: images x targets
+        result, files = occlude_checkpoint(
+            checkpoint, out_dir, cfg, inputs=input_spec(images, npz, dataset, data_dir, split, indices), target=target,
+            fast=fast, device=device, png=png, progress=lambda i, n: bar.update(task, completed=i, total=n))
     if json_out:
-        print_json({"files": [str(f) for f in files], "score": score, "masks": masks, "n": len(result.targets)})
+        print_json({"files": [str(f) for f in files], "score": cfg.score, "masks": cfg.masks, "n": len(result)})
     else:
         print_paths(files)

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..errors import ConfigError
-from ..train import TrainConfig, train
-from . import app
+from ..data import list_datasets
+from ..ops.train import train
+from ..training import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+from ._app import app
 from ._console import err, print_json, print_paths
-from ._options import DataDirOpt, DeviceOpt, JsonOpt, QuietOpt
+from ._options import ArchChoice, DataDirOpt, DeviceOpt, JsonOpt, QuietOpt, choice, parse_kv, value
 
-
-def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``["width=32", "hidden=[64,32]", "activation=tanh"]`` -> dict (values as JSON, else strings)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{what} expects KEY=VALUE, got '{item}'")
-        try:
-            out[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.replace("-", "_")] = value
-    return out
+OptimizerChoice = choice("Optimizer", OPTIMIZERS)
+ScheduleChoice = choice("Schedule", SCHEDULES)
+LossChoice = choice("Loss", LOSSES)
 
 
 class RichReporter:
@@ -77,8 +67,8 @@ class RichReporter:
 
 @app.command("train", rich_help_panel="Models")
 def train_cmd(
-    arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture (see `interp models`).", rich_help_panel="Model")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `interp datasets`), a .npz file or an image folder.", rich_help_panel="Data")],
+    arch: Annotated[ArchChoice, typer.Option("--arch", "-a", help="Architecture (see `interp models`).", rich_help_panel="Model", show_choices=False)],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `interp datasets`), a .npz file or an image folder.", rich_help_panel="Data", autocompletion=list_datasets)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Checkpoint to write (its folder must exist). Default ARCH-DATASET.safetensors.", rich_help_panel="Output")] = None,
     data_dir: DataDirOpt = None,
     classes: Annotated[Optional[str], typer.Option("--classes", help="Train on a subset of classes, comma-separated names or indices (plane,car).", rich_help_panel="Data")] = None,
@@ -88,12 +78,12 @@ def train_cmd(
     epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", help="Epochs (default: arch recipe, else 10).", rich_help_panel="Optimisation")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Global batch size (default: recipe, else 128).", rich_help_panel="Optimisation")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: recipe, else 0.05).", rich_help_panel="Optimisation")] = None,
-    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="sgd (Nesterov), adam or adamw (default: recipe, else sgd).", rich_help_panel="Optimisation")] = None,
+    optimizer: Annotated[Optional[OptimizerChoice], typer.Option("--optimizer", help="sgd (Nesterov), adam or adamw (default: recipe, else sgd).", rich_help_panel="Optimisation")] = None,
     momentum: Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum / Adam beta1 (default: 0.9).", rich_help_panel="Optimisation")] = None,
-    schedule: Annotated[Optional[str], typer.Option("--schedule", help="cosine, onecycle, step or constant (default: recipe, else cosine).", rich_help_panel="Optimisation")] = None,
+    schedule: Annotated[Optional[ScheduleChoice], typer.Option("--schedule", help="Learning-rate shape (default: recipe, else cosine).", rich_help_panel="Optimisation")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="On weights with 2+ dims (default: 5e-4).", rich_help_panel="Optimisation")] = None,
     label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="Label smoothing of the targets (default: recipe, else 0).", rich_help_panel="Optimisation")] = None,
-    loss: Annotated[Optional[str], typer.Option("--loss", help="ce, bce (one-vs-all) or l1 (to one-hot) (default: recipe, else ce).", rich_help_panel="Optimisation")] = None,
+    loss: Annotated[Optional[LossChoice], typer.Option("--loss", help="ce, bce (one-vs-all) or l1 (to one-hot) (default: recipe, else ce).", rich_help_panel="Optimisation")] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips (default: dataset's).", rich_help_panel="Data")] = None,
     translate: Annotated[Optional[int], typer.Option("--translate", help="Random translations up to N px (default: dataset's).", rich_help_panel="Data")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seeds init, order, augmentation and splits.")] = 0,
@@ -121,6 +111,7 @@ def train_cmd(
 
         interp train -a resnet20 -d cifar10 --data-dir ../shared/data --val-split 0.1 -o runs/r20.safetensors
     """
+    arch, optimizer, schedule, loss = value(arch), value(optimizer), value(schedule), value(loss)
     cfg = TrainConfig(
         arch=arch, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
         dataset_options=parse_kv(dataset_arg, "--dataset-arg"),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch
 from ..errors import ConfigError, DatasetError, UnknownName
 
 __all__ = ["Dataset", "DatasetInfo", "register_dataset", "list_datasets", "get_dataset_info", "load_dataset",
-           "default_data_dir"]
+           "default_data_dir", "checkpoint_dataset"]
 
 
 # Short names used in the research notes ("--classes plane,car") for CIFAR-10's class names.
@@ -57,7 +58,7 @@ class Dataset:
         return {"name": self.name, "source": self.source, "n_train": len(self.y_train), "n_test": len(self.y_test),
                 "input_shape": list(self.input_shape), **self.info}
 
-    def subset_classes(self, keep: list[str]) -> "Dataset":
+    def subset_classes(self, keep: list[str]) -> Dataset:
         """Only the classes in ``keep`` (names or indices), relabelled 0..k-1 in the given order."""
         idx = []
         for k in map(str, keep):  # indices may come as ints (a JSON config) or strings (the command line)
@@ -152,6 +153,23 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **options
     return ds
 
 
+def checkpoint_dataset(meta: dict[str, Any], dataset: str | None = None,
+                       data_dir: str | None = None) -> tuple[Dataset, str]:
+    """The dataset a checkpoint was trained on (same loader options and class subset), or ``dataset``.
+
+    ``meta`` is the checkpoint's metadata (``model.meta``); returns (dataset, its name)."""
+    dmeta, tcfg = meta.get("dataset", {}), meta.get("train_config", {})
+    name = dataset or tcfg.get("dataset") or dmeta.get("name")  # train_config keeps a .npz path as given
+    if not name:
+        raise ConfigError("the checkpoint does not name its dataset; pass --dataset")
+    same = dataset is None or dataset in (tcfg.get("dataset"), dmeta.get("name"))
+    ds = load_dataset(name, data_dir if data_dir is not None else (tcfg.get("data_dir") if same else None),
+                      **(tcfg.get("dataset_options", {}) if same else {}))
+    if dmeta.get("class_subset") and same:
+        ds = ds.subset_classes(dmeta["class_subset"])
+    return ds, name
+
+
 def _validate(ds: Dataset) -> None:
     for split in ("train", "test"):
         x, y = ds.split(split)
@@ -165,11 +183,13 @@ def _validate(ds: Dataset) -> None:
         raise DatasetError(f"{ds.name}: train and test images differ in shape")
 
 
-def arrays_to_dataset(name: str, arrays: dict[str, np.ndarray], source: str, classes: list[str] | None = None) -> Dataset:
+def arrays_to_dataset(name: str, arrays: dict[str, np.ndarray], source: str,
+                      classes: list[str] | None = None) -> Dataset:
     """Build a Dataset from ``x_train, y_train, x_test, y_test`` arrays (NHWC, NCHW or NHW)."""
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
-        raise DatasetError(f"{source}: missing arrays {', '.join(missing)} (need uint8 x_train, y_train, x_test, y_test)")
+        raise DatasetError(f"{source}: missing arrays {', '.join(missing)} "
+                           "(need uint8 x_train, y_train, x_test, y_test)")
 
     def images(a: np.ndarray, key: str) -> torch.Tensor:
         if a.dtype != np.uint8:

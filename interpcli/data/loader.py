@@ -9,7 +9,7 @@ run sees exactly the batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -110,7 +110,7 @@ def train_val_split(y: torch.Tensor, val_split: float = 0.0, folds: int = 0, fol
     yn = y.cpu().numpy()
     allidx = np.arange(len(yn))
     if folds:
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415 (heavy: imported when used)
 
         if folds < 2:
             raise ConfigError("--folds must be at least 2")
@@ -124,7 +124,7 @@ def train_val_split(y: torch.Tensor, val_split: float = 0.0, folds: int = 0, fol
         tr, va = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(allidx, yn))[fold]
         return tr, va
     if val_split:
-        from sklearn.model_selection import train_test_split
+        from sklearn.model_selection import train_test_split  # noqa: PLC0415 (heavy: imported when used)
 
         if not 0 < val_split < 1:
             raise ConfigError("--val-split must be a fraction in (0, 1)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import DatasetError
 from ._registry import Dataset, arrays_to_dataset, register_dataset
@@ -55,7 +56,7 @@ def _torchvision_or_npz(name: str, data_dir: Path, tv_class: str, npz_names: tup
             f"(or set INTERP_DATA_DIR)")
     if not data_dir.is_dir():
         raise DatasetError(hint)
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # noqa: PLC0415 (heavy: imported when used)
 
     cls = getattr(tvd, tv_class)
     try:
@@ -98,8 +99,8 @@ def fashion_mnist(data_dir: Path) -> Dataset:
                   input_shape=(1, 8, 8), num_classes=10, needs_files=False, translate=0)
 def digits(data_dir: Path, test_fraction: float = 0.2) -> Dataset:
     """The split is stratified with a fixed seed (0), so it is the same everywhere."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from sklearn.datasets import load_digits  # noqa: PLC0415 (heavy: imported when used)
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415 (heavy: imported when used)
 
     d = load_digits()
     x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
@@ -169,8 +170,6 @@ def _list_class_dirs(root: Path) -> dict[str, list[Path]]:
 
 
 def _load_images(files: list[Path], size: tuple[int, int] | None, mode: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     arrs = []
     for f in files:
         try:
@@ -187,13 +186,12 @@ def _load_images(files: list[Path], size: tuple[int, int] | None, mode: str) -> 
 
 @register_dataset("folder", description="DIR/<class>/*.png (or DIR/train/<class>, DIR/test/<class>)",
                   input_shape=None, num_classes=None, needs_files=True, flip=True, translate=0)
-def folder(data_dir: Path, image_size: int | None = None, test_fraction: float = 0.2, grayscale: bool | None = None) -> Dataset:
+def folder(data_dir: Path, image_size: int | None = None, test_fraction: float = 0.2,
+           grayscale: bool | None = None) -> Dataset:
     """One subfolder per class.  Without train/ and test/ subfolders, a stratified
     ``test_fraction`` (seed 0) is held out.  Images are resized to ``image_size`` when
     given; otherwise they must all have one size (the most common is named in the error).
     """
-    from PIL import Image, UnidentifiedImageError
-
     if not data_dir.is_dir():
         raise DatasetError(f"folder: '{data_dir}' is not a folder")
     splits = {}
@@ -206,7 +204,7 @@ def folder(data_dir: Path, image_size: int | None = None, test_fraction: float =
     if len(classes) < 2:
         raise DatasetError(f"folder: '{data_dir}' needs at least two class subfolders with images")
     if not splits:
-        from sklearn.model_selection import train_test_split
+        from sklearn.model_selection import train_test_split  # noqa: PLC0415 (heavy: imported when used)
 
         files = [f for c in classes for f in found[c]]
         labels = [i for i, c in enumerate(classes) for _ in found[c]]

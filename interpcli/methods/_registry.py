@@ -12,11 +12,17 @@ function and its import in ``methods/__init__.py``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError, UnknownName
+from ..fastpath import fast_model_for_layer
+from ..inputs import as_targets
+from ..models import Classifier
+from ..models.bcos import is_bcos
+from ._common import auto_batch_size
 
 __all__ = ["MethodInfo", "register_method", "get_method", "list_methods", "attribute"]
 
@@ -95,41 +101,23 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
     if unknown:
         valid = ", ".join(sorted(info.defaults)) or "none"
         raise ConfigError(f"method '{method}' has no parameter {', '.join(unknown)}; its parameters: {valid}")
-    if info.bcos_only:
-        from ..models.bcos import is_bcos
-
-        if not is_bcos(model):
-            raise ConfigError(f"method '{method}' needs a B-cos model (arch bcos-*)")
-    n_classes = getattr(model, "num_classes", None)
-    target = torch.as_tensor(target, device=x.device).long()
-    target = target.expand(len(x)).clone() if target.dim() == 0 else target
-    if len(target) != len(x):
-        raise ConfigError(f"{len(target)} targets for {len(x)} images")
-    if n_classes is not None and len(target) and (int(target.min()) < 0 or int(target.max()) >= n_classes):
-        raise ConfigError(f"target class out of range 0..{n_classes - 1}")
+    if info.bcos_only and not is_bcos(model):
+        raise ConfigError(f"method '{method}' needs a B-cos model (arch bcos-*)")
+    target = as_targets(target, len(x), getattr(model, "num_classes", None), x.device)
     model.eval()
     kwargs = {**info.defaults, **params}
     if batch_size is None and x.device.type == "cuda":
-        from ._common import auto_batch_size
-
         batch_size = auto_batch_size(model, x, per_item_factor=3.0 if info.uses_gradients else 1.0)
-    run = _fast_model_for(model, info, kwargs, fast, compile) if (fast or compile) and _is_classifier(model) else model
+    run = _fast_model_for(model, info, kwargs, fast, compile) if (fast or compile) and isinstance(model, Classifier) \
+        else model
     out = info.fn(run, x, target, batch_size=batch_size, **kwargs)
     return out.detach().float().contiguous()
 
 
-def _is_classifier(model: torch.nn.Module) -> bool:
-    """The fast path is for interp's own models (encoder + net); other modules run as given."""
-    from ..models._base import Classifier
-
-    return isinstance(model, Classifier)
-
-
 def _fast_model_for(model: torch.nn.Module, info: MethodInfo, kwargs: dict[str, Any], fast: bool,
                     compile: bool) -> torch.nn.Module:
-    """The fast-path copy a method runs on (unfolded where it hooks a folded conv)."""
-    from ..fastpath import fast_model_for_layer
-
+    """The fast-path copy a method runs on (unfolded where it hooks a folded conv); the fast
+    path is for interp's own models (encoder + net), other modules run as given."""
     layer = (kwargs.get("layer") or getattr(model, "target_layer", None)) if (
         info.needs_layer or "layer" in info.defaults) else None
     return fast_model_for_layer(model, layer, fast=fast, compile=compile)

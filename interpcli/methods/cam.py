@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import batched, capture_output, layer_of
+from ..models.features import capture_output, layer_of
+from ._common import batched
 from ._registry import register_method
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
-from ._common import batched, make_baseline
+from ..errors import ConfigError
+from ..perturb import make_baseline
+from ._common import batched
 from ._registry import register_method
 
 
@@ -45,7 +47,8 @@ def _noise_tunnel(model, x, target, batch_size, kind, n_samples, sigma, seed):
     nt = NoiseTunnel(Saliency(model))
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return batched(lambda xb, tb: nt.attribute(_leaf(xb), nt_type=kind, nt_samples=int(n_samples), stdevs=float(sigma),
+        return batched(lambda xb, tb: nt.attribute(_leaf(xb), nt_type=kind, nt_samples=int(n_samples),
+                                                   stdevs=float(sigma),
                                                    target=tb, abs=False), x, target, per_chunk)
 
 
@@ -73,8 +76,6 @@ _IG_METHODS = {"riemann": "riemann_middle", "gausslegendre": "gausslegendre"}
                  defaults={"steps": 64, "baseline": "black", "rule": "gausslegendre", "seed": 0},
                  paper="https://arxiv.org/abs/1703.01365")
 def intgrad(model, x, target, *, batch_size=None, steps=64, baseline="black", rule="gausslegendre", seed=0):
-    from ..errors import ConfigError
-
     if rule not in _IG_METHODS:
         raise ConfigError(f"unknown integration rule '{rule}'; use riemann or gausslegendre")
     # Captum's internal batch counts interpolated images (inputs x steps).

@@ -18,15 +18,18 @@ used once and not in place — true of the baseline architectures.
 from __future__ import annotations
 
 import contextlib
+import copy
 import operator
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 from captum.attr import DeepLift, GuidedBackprop
 
-from ._common import batched, make_baseline
+from ..perturb import make_baseline
+from ._common import batched
 from ._registry import register_method
 
 
@@ -44,7 +47,7 @@ _LINEAR_METHODS = {"flatten", "view", "reshape", "mean", "sum", "contiguous", "s
                    "squeeze", "unsqueeze", "add", "sub", "__radd__", "__rsub__"}
 
 
-_SUPPORTED: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
+_SUPPORTED: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 def _rescale_supported(model: nn.Module) -> bool:
@@ -56,8 +59,6 @@ def _rescale_supported(model: nn.Module) -> bool:
 
 
 def _check_rescale(model: nn.Module) -> bool:
-    import torch.fx as fx
-
     class _Tracer(fx.Tracer):
         def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
             return isinstance(m, _ACTIVATIONS + _LINEAR_MODULES) or super().is_leaf_module(m, qualname)
@@ -133,12 +134,32 @@ def _deeplift_rescale(model, x, base, target) -> torch.Tensor:
     return (x - base) * g[:n]
 
 
+_NO_INPLACE: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
+def _without_inplace(model: nn.Module) -> nn.Module:
+    """``model``, or a cached copy of it whose in-place activations work out of place: rescale
+    and Captum's rules read each activation's input, which an in-place one overwrites."""
+    if not any(getattr(m, "inplace", False) for m in model.modules()):
+        return model
+    copy_ = _NO_INPLACE.get(model)
+    if copy_ is None:
+        copy_ = copy.deepcopy(model)
+        for m in copy_.modules():
+            if getattr(m, "inplace", False):
+                m.inplace = False
+        _NO_INPLACE[model] = copy_
+    copy_.load_state_dict(model.state_dict())  # the copy follows later changes of the weights
+    return copy_
+
+
 @register_method("deeplift", description="DeepLIFT (rescale rule) from a black/blurred/uniform baseline",
                  kind="gradient", uses_gradients=True, defaults={"baseline": "black", "seed": 0},
                  paper="https://arxiv.org/abs/1704.02685")
 def deeplift(model, x, target, *, batch_size=None, baseline="black", seed=0):
     base = make_baseline(baseline, x, seed)
     bs = batch_size or 64
+    model = _without_inplace(model)
     if _rescale_supported(model):
         return torch.cat([_deeplift_rescale(model, x[i : i + bs], base[i : i + bs], target[i : i + bs])
                           for i in range(0, len(x), bs)])

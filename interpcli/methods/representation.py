@@ -3,7 +3,7 @@
 Class-agnostic sliding-window occlusion (the target is ignored): each window's score is a
 distance between deep features of the image and of the occluded image, so the map says
 which parts of the image the representation depends on — for any input, in or out of
-distribution.  The engine is :func:`interpcli.occlude.occlude`; see ``docs/occlude.md``.
+distribution.  The engine is :func:`interpcli.occlusion.occlude`; see ``docs/occlude.md``.
 
 - ``rosa``: 1 - cos (or 1 - cos², L2 of normalised features) between φ(x) and φ(x_j) at the
   penultimate layer (project-internal name; METHODS.md 2.3 "vector mode").
@@ -17,6 +17,7 @@ distribution.  The engine is :func:`interpcli.occlude.occlude`; see ``docs/occlu
 
 from __future__ import annotations
 
+from ..occlusion import OccludeConfig, occlude
 from ._registry import register_method
 
 _COMMON = {"window": 8, "stride": 4, "fill": "zero", "layer": None, "seed": 0, "grad_prune": None}
@@ -24,8 +25,6 @@ _VIEWS = {"augment": "weak", "views": 16, "k": 4, "angles": "all"}
 
 
 def _run(model, x, score: str, batch_size, **params):
-    from ..occlude import OccludeConfig, occlude
-
     cfg = OccludeConfig(masks="sliding", score=score, batch_size=batch_size, **params)
     return occlude(model, x, cfg).maps.to(x.device)
 

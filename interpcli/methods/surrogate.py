@@ -13,8 +13,9 @@ scores on random on/off patterns of the image's superpixels (:mod:`interpcli.seg
 
 The map of an image gives every pixel the coefficient of its superpixel: (N, 1, H, W).
 
-Speed: the perturbed images of every image go through the model in batches of
-``batch_size`` (``perturbation._scores``, under inference mode); the surrogates of all images
+Speed: the perturbed images of all images go through the model in batches of
+``batch_size`` (:func:`interpcli.perturb.masked_scores`, under inference mode; the masks
+are painted from the patterns chunk by chunk); the surrogates of all images
 are fitted in one batched float64 solve on the CPU (images with fewer superpixels are
 padded with zero columns, whose coefficients come out 0), so the cost beyond the forward
 passes is building the masks and one (N, M+1, M+1) solve.
@@ -27,15 +28,11 @@ import math
 import torch
 
 from ..errors import ConfigError
+from ..perturb import MaskSet, make_baseline, masked_scores, target_score
 from ..segments import region_means, superpixels
-from ._common import make_baseline
 from ._registry import register_method
-from .perturbation import _CHUNK, _scores
 
 __all__ = ["weighted_ridge", "constrained_lstsq", "lime_samples", "kernelshap_samples", "lime_weights"]
-
-_MASK_ELEMS = 1 << 24  # mask values built at once per image (64 MiB of float32)
-
 
 # --- surrogate fits ---------------------------------------------------------------------------
 
@@ -110,11 +107,13 @@ def _shapley_kernel(m: int) -> torch.Tensor:
     s = torch.arange(m + 1, dtype=torch.float64)
     out = torch.zeros(m + 1, dtype=torch.float64)
     inner = s[1:m]
-    out[1:m] = (m - 1) / (torch.tensor([math.comb(m, int(k)) for k in inner], dtype=torch.float64) * inner * (m - inner))
+    binom = torch.tensor([math.comb(m, int(k)) for k in inner], dtype=torch.float64)
+    out[1:m] = (m - 1) / (binom * inner * (m - inner))
     return out
 
 
-def kernelshap_samples(counts: torch.Tensor, n_samples: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def kernelshap_samples(counts: torch.Tensor, n_samples: int,
+                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Kernel SHAP coalitions: (z (N, R, max K), weights (N, R), rows (N,)).
 
     Row 0 is the full and row 1 the empty coalition (weight 0: they enter as φ_0 = f(empty)
@@ -172,19 +171,12 @@ def _fill_image(x: torch.Tensor, labels: torch.Tensor, fill) -> torch.Tensor | f
 def _pattern_scores(model, x, target, labels, z, rows, fill, batch_size, prob) -> torch.Tensor:
     """Scores (N, R) float64 on the CPU of every image under its patterns z (N, R, K) (1 = keep
     the superpixel, 0 = replace it by ``fill``); padding rows (>= rows[n]) get 0."""
-    n, r, _ = z.shape
-    h, w = x.shape[-2:]
-    bs = batch_size or _CHUNK
-    step = bs * max(1, _MASK_ELEMS // (bs * h * w))
-    out = torch.zeros(n, r, dtype=torch.float64)
-    drop = (1 - z).to(x.device)
-    for i in range(n):
-        fi = fill[i : i + 1] if torch.is_tensor(fill) else fill
-        lab = labels[i]
-        for j in range(0, int(rows[i]), step):
-            masks = drop[i, j : min(j + step, int(rows[i]))][:, lab][:, None]  # (s, 1, H, W): 1 = replace
-            out[i, j : j + len(masks)] = _scores(model, x[i : i + 1], masks, target[i : i + 1], fi, bs,
-                                                 prob=prob)[0].double().cpu()
+    drop = 1 - z
+    sets = [MaskSet.from_segments(labels[i], drop[i, : int(rows[i])]) for i in range(len(x))]
+    scores = masked_scores(model, x, sets, fill, target_score(target, prob), batch_size=batch_size)
+    out = torch.zeros(z.shape[:2], dtype=torch.float64)
+    for i, s in enumerate(scores):
+        out[i, : len(s)] = s.double().cpu()
     return out
 
 

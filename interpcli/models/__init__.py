@@ -1,11 +1,16 @@
 """Architectures.  Each family lives in one file and registers itself on import."""
 
-from ._registry import ModelInfo, create_model, get_model_info, list_models, register_model
+from . import (  # noqa: F401  (registration side effects)
+    airbench,
+    bcos,  # noqa: F401,E402
+    protopnet,  # noqa: F401,E402
+    resnet_cifar,
+    small_cnn,
+    vgg_cifar,
+    whitebox,  # noqa: F401,E402
+)
 from ._base import Classifier, first_layer, resolve_layer
-from . import resnet_cifar, small_cnn, airbench, vgg_cifar  # noqa: F401  (registration side effects)
-from . import bcos  # noqa: F401,E402
-from . import whitebox  # noqa: F401,E402
-from . import protopnet  # noqa: F401,E402
+from ._registry import ModelInfo, create_model, get_model_info, list_models, register_model
 
 __all__ = [
     "ModelInfo",

@@ -104,7 +104,7 @@ class Classifier(nn.Module):
         return self.net(self.encoder(x))
 
     @classmethod
-    def from_metadata(cls, meta: dict[str, Any]) -> "Classifier":
+    def from_metadata(cls, meta: dict[str, Any]) -> Classifier:
         return cls(
             meta["arch"], meta["num_classes"], meta["input_shape"], meta["encoding"], meta.get("classes"),
             meta.get("arch_kwargs"),
@@ -112,7 +112,22 @@ class Classifier(nn.Module):
 
     @property
     def target_layer(self) -> str | None:
+        """The default layer of CAM methods (a path in ``net``)."""
         return self.info.target_layer
+
+    @property
+    def classifier_layer(self) -> str | None:
+        """The decision layer (a path in ``net``); its input is the penultimate representation."""
+        return self.info.classifier_layer
+
+    @property
+    def feature_layer(self) -> str | None:
+        """The module whose output, pooled by ``feature_pool``, is the classifier layer's input."""
+        return self.info.feature_layer
+
+    @property
+    def feature_pool(self) -> str:
+        return self.info.feature_pool
 
     def layer(self, name: str) -> nn.Module:
         """A submodule of the network by dotted path (``layer3.2.conv2``, relative to ``net``)."""
@@ -143,7 +158,7 @@ def first_layer(net: nn.Module, hint: str | None = None) -> nn.Module | None:
         return resolve_layer(net, hint)
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) or (
-            hasattr(m, "weight") and isinstance(getattr(m, "weight"), torch.Tensor) and getattr(m, "weight").dim() == 4
+            hasattr(m, "weight") and isinstance(m.weight, torch.Tensor) and m.weight.dim() == 4
         ):
             return m
     return None

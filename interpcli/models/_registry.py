@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch.nn as nn
 
@@ -31,6 +32,13 @@ class ModelInfo:
             the training set), ``identity`` or ``bcos6`` ([r, g, b, 1-r, 1-g, 1-b]).
         target_layer: dotted path of the default layer for CAM-style methods.
         first_layer: dotted path of the first convolution (kernels, snapshots).
+        classifier_layer: dotted path of the decision layer; its *input* is the model's
+            penultimate representation (the features of ROSA/GDS, sparse decision layers).
+        feature_layer: dotted path of the module whose output, reduced by ``feature_pool``,
+            is that input (``None`` where the head computes it functionally, as ProtoPNet's
+            similarities); the default layer for unit-level views.
+        feature_pool: how a 4-D classifier input becomes one vector per image: ``avg``,
+            ``max`` or ``flatten``.
         family: ``baseline``, ``bcos``, ``whitebox``, ...
         paper: reference URL.
         recipe: training defaults of the arch's paper (TrainConfig field -> value).
@@ -46,6 +54,9 @@ class ModelInfo:
     family: str = "baseline"
     paper: str | None = None
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
+    classifier_layer: str | None = None
+    feature_layer: str | None = None
+    feature_pool: str = "flatten"
 
     def kwargs(self) -> dict[str, Any]:
         """The factory's own keyword arguments and their defaults."""
@@ -71,15 +82,20 @@ def register_model(
     family: str = "baseline",
     paper: str | None = None,
     recipe: dict[str, Any] | None = None,
+    classifier_layer: str | None = None,
+    feature_layer: str | None = None,
+    feature_pool: str = "flatten",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a model factory under ``name``."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' registered twice")
+        if feature_pool not in ("avg", "max", "flatten"):
+            raise ValueError(f"model '{name}': feature_pool must be avg, max or flatten")
         _REGISTRY[name] = ModelInfo(
             name, fn, description, tuple(default_input), encoding, target_layer, first_layer, family, paper,
-            dict(recipe or {}),
+            dict(recipe or {}), classifier_layer, feature_layer, feature_pool,
         )
         return fn
 
@@ -109,4 +125,5 @@ def create_model(name: str, num_classes: int, input_shape: tuple[int, int, int],
     try:
         return info.fn(num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"arch '{name}' cannot be built with {kwargs or 'defaults'} for input {tuple(input_shape)}: {e}") from None
+        raise ConfigError(f"arch '{name}' cannot be built with {kwargs or 'defaults'} "
+                          f"for input {tuple(input_shape)}: {e}") from None

@@ -86,7 +86,8 @@ class AirbenchNet(nn.Module):
 
 @register_model(
     "airbench94", description="fast CIFAR net of airbench94: whitening conv + 3 ConvGroups (64/256/256)",
-    default_input=(3, 32, 32), target_layer="layer3", first_layer="whiten", paper="https://arxiv.org/abs/2404.00498",
+    default_input=(3, 32, 32), target_layer="layer3", first_layer="whiten",
+    classifier_layer="fc", feature_layer="layer3", feature_pool="max", paper="https://arxiv.org/abs/2404.00498",
     recipe=dict(optimizer="sgd", lr=0.8, momentum=0.85, weight_decay=5e-4, label_smoothing=0.2, batch_size=1024,
                 epochs=10, schedule="onecycle", translate=2),
 )

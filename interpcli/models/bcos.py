@@ -17,172 +17,27 @@ The networks see images through the six-channel encoding [r, g, b, 1-r, 1-g, 1-b
 
 from __future__ import annotations
 
-import contextlib
-import math
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ._registry import register_model
+from .bcos_layers import (
+    BatchNormUncentered2d,
+    BcosConv2d,
+    BcosLinear,
+    LogitLayer,
+    PositionNormUncentered2d,
+    explanation_mode,
+    make_norm,
+)
 
 __all__ = [
     "BcosConv2d", "BcosLinear", "BatchNormUncentered2d", "PositionNormUncentered2d", "LogitLayer",
     "BcosResNet", "BcosVGG9", "BcosLeNet", "explanation_mode", "contributions", "BcosExplanation", "is_bcos",
 ]
-
-
-class _Detachable(nn.Module):
-    """A module whose dynamic (input-dependent) factors are detached in explanation mode."""
-
-    explain: bool = False
-
-
-class _BParam(nn.Module):
-    """The exponent B, fixed or learnable with B = 1 + softplus(ρ) >= 1 (a constraint no step can break)."""
-
-    def __init__(self, b: float, learnable: bool):
-        super().__init__()
-        if b < 1:
-            raise ValueError(f"B must be >= 1, got {b}")
-        self.learnable = learnable
-        if learnable:
-            # softplus^{-1}(b - 1), with a floor so that B = 1 stays representable (and trainable).
-            self.rho = nn.Parameter(torch.tensor(math.log(math.expm1(max(b - 1, 1e-4)))))
-        else:
-            self.fixed = float(b)
-
-    def value(self) -> torch.Tensor | float:
-        return 1 + F.softplus(self.rho) if self.learnable else self.fixed
-
-
-def _bcos_scale(out: torch.Tensor, norm: torch.Tensor, b: torch.Tensor | float, explain: bool) -> torch.Tensor:
-    """``out * |out / norm|^(B-1)``, the scale detached in explanation mode."""
-    if isinstance(b, float) and b == 1.0:
-        return out
-    if isinstance(b, float) and b == 2.0:
-        scale = out.abs() / norm
-    else:
-        scale = (out.abs() / norm + 1e-6).pow(b - 1)
-    return out * (scale.detach() if explain else scale)
-
-
-class BcosConv2d(_Detachable):
-    """B-cos convolution: unit-norm kernels, ``|cos|^(B-1)`` against each input patch, no bias.
-
-    Args:
-        max_out: MaxOut over this many copies of every output unit (taken before scaling).
-        b: the alignment exponent B >= 1; ``learnable_b`` makes it a trained parameter.
-        scale: a fixed divisor of the output (B-cos v1's per-B ``scale``; 1 in v2).
-    """
-
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 b: float = 2.0, max_out: int = 1, learnable_b: bool = False, scale: float = 1.0):
-        super().__init__()
-        self.c_in, self.c_out, self.k, self.stride, self.padding = c_in, c_out, kernel_size, stride, padding
-        self.max_out, self.scale = max_out, scale
-        self.weight = nn.Parameter(torch.empty(c_out * max_out, c_in, kernel_size, kernel_size))
-        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
-        self.b = _BParam(b, learnable_b)
-
-    def normed_weight(self) -> torch.Tensor:
-        return self.weight / self.weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(x, self.normed_weight(), None, self.stride, self.padding)
-        if self.max_out > 1:
-            out = out.unflatten(1, (self.c_out, self.max_out)).amax(2)
-        # Norm of every receptive-field patch over all input channels (zero padding counts as zeros).
-        sq = F.avg_pool2d((x * x).sum(1, keepdim=True), self.k, self.stride, self.padding, count_include_pad=True)
-        norm = (sq * self.k * self.k + 1e-6).sqrt()
-        return _bcos_scale(out, norm, self.b.value(), self.explain) / self.scale
-
-    def extra_repr(self) -> str:
-        b = "learnable" if self.b.learnable else self.b.fixed
-        return f"{self.c_in}, {self.c_out}, k={self.k}, stride={self.stride}, padding={self.padding}, B={b}, max_out={self.max_out}"
-
-
-class BcosLinear(_Detachable):
-    """B-cos fully connected layer (the linear case of :class:`BcosConv2d`)."""
-
-    def __init__(self, d_in: int, d_out: int, b: float = 2.0, max_out: int = 1, learnable_b: bool = False):
-        super().__init__()
-        self.d_out, self.max_out = d_out, max_out
-        self.weight = nn.Parameter(torch.empty(d_out * max_out, d_in))
-        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
-        self.b = _BParam(b, learnable_b)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        out = F.linear(x, w)
-        if self.max_out > 1:
-            out = out.unflatten(1, (self.d_out, self.max_out)).amax(2)
-        norm = x.norm(dim=1, keepdim=True) + 1e-12
-        return _bcos_scale(out, norm, self.b.value(), self.explain)
-
-
-class BatchNormUncentered2d(_Detachable):
-    """``γ · x / sqrt(Var_batch(x) + eps)``: BatchNorm without centring or bias (B-cos v2).
-
-    Training uses the batch variance (of detached x in explanation mode) and updates
-    ``running_var``; evaluation divides by ``running_var``, a constant.
-    """
-
-    def __init__(self, c: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
-        super().__init__()
-        self.eps, self.momentum = eps, momentum
-        self.weight = nn.Parameter(torch.ones(c)) if affine else None
-        self.register_buffer("running_var", torch.ones(c))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            src = x.detach() if self.explain else x
-            var = src.var(dim=(0, 2, 3), unbiased=False)
-            with torch.no_grad():
-                n = x.numel() / x.shape[1]
-                self.running_var.lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
-        else:
-            var = self.running_var
-        y = x / (var + self.eps).sqrt().view(1, -1, 1, 1)
-        return y * self.weight.view(1, -1, 1, 1) if self.weight is not None else y
-
-
-class PositionNormUncentered2d(_Detachable):
-    """``γ · x / sqrt(Var_channels(x) + eps)`` at every pixel, uncentred (B-cos v2)."""
-
-    def __init__(self, c: int, eps: float = 1e-5, affine: bool = True):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(c)) if affine else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var = x.var(dim=1, keepdim=True, unbiased=False)
-        y = x / ((var.detach() if self.explain else var) + self.eps).sqrt()
-        return y * self.weight.view(1, -1, 1, 1) if self.weight is not None else y
-
-
-_NORMS = {"none": None, "bnu": BatchNormUncentered2d, "pnu": PositionNormUncentered2d}
-
-
-def _norm(kind: str, c: int) -> nn.Module:
-    if kind not in _NORMS:
-        raise ValueError(f"norm must be one of {sorted(_NORMS)}")
-    cls = _NORMS[kind]
-    return nn.Identity() if cls is None else cls(c)
-
-
-class LogitLayer(nn.Module):
-    """``x / T + b`` with the fixed bias b = -log(C - 1): zero evidence gives sigmoid = 1/C."""
-
-    def __init__(self, num_classes: int, temperature: float = 1.0, bias: float | None = None):
-        super().__init__()
-        self.temperature = float(temperature)
-        self.bias = float(-math.log(num_classes - 1) if bias is None else bias) if num_classes > 1 else 0.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x / self.temperature + self.bias
 
 
 # ----------------------------------------------------------------------------------------
@@ -205,12 +60,12 @@ class BcosBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, norm: str, **bk):
         super().__init__()
         self.conv1 = BcosConv2d(c_in, c_out, 3, stride, 1, **bk)
-        self.bn1 = _norm(norm, c_out)
+        self.bn1 = make_norm(norm, c_out)
         self.conv2 = BcosConv2d(c_out, c_out, 3, 1, 1, **bk)
-        self.bn2 = _norm(norm, c_out)
+        self.bn2 = make_norm(norm, c_out)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(BcosConv2d(c_in, c_out, 1, stride, 0, **bk), _norm(norm, c_out))
+            self.shortcut = nn.Sequential(BcosConv2d(c_in, c_out, 1, stride, 0, **bk), make_norm(norm, c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv2(self.bn1(self.conv1(x)))) + self.shortcut(x)
@@ -227,7 +82,7 @@ class BcosResNet(_BcosNet):
         n = (depth - 2) // 6
         bk = dict(b=b, max_out=max_out, learnable_b=learnable_b)
         self.conv1 = BcosConv2d(in_chans, width, 3, 1, 1, **bk)
-        self.bn1 = _norm(norm, width)
+        self.bn1 = make_norm(norm, width)
         layers, c = [], width
         for i, w in enumerate((width, 2 * width, 4 * width)):
             blocks = []
@@ -310,7 +165,7 @@ class BcosLeNet(_BcosNet):
         bk = dict(b=b, max_out=max_out, learnable_b=learnable_b)
         self.conv1 = BcosConv2d(c, width, 5, 1, 2, **bk)
         self.conv2 = BcosConv2d(width, 16, 5, 1, 2, **bk)
-        self.pool = nn.MaxPool2d(2)
+        self.pool1, self.pool2 = nn.MaxPool2d(2), nn.MaxPool2d(2)  # one module per use (propagation rules hook them)
         self.num_features = 16 * (h // 4) * (w // 4)
         self.fc1 = BcosLinear(self.num_features, hidden, **bk)
         self.fc2 = BcosLinear(hidden, 84, **bk)
@@ -318,7 +173,7 @@ class BcosLeNet(_BcosNet):
         self.logits = LogitLayer(num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.conv2(self.pool(self.conv1(x))))
+        return self.pool2(self.conv2(self.pool1(self.conv1(x))))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(self.fc(self.fc2(self.fc1(x.flatten(1)))))
@@ -336,6 +191,7 @@ _RECIPE = dict(optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0, schedu
 
 @register_model("bcos-resnet20", description="B-cos v2 CIFAR ResNet-20 (B=2, MaxOut 2, no ReLU)",
                 default_input=(3, 32, 32), encoding="bcos6", target_layer="layer3", first_layer="conv1",
+                classifier_layer="classifier", feature_layer="layer3", feature_pool="avg",
                 family="bcos", paper=_V2, recipe=_RECIPE)
 def bcos_resnet20(num_classes: int, input_shape: tuple[int, int, int], width: int = 16, b: float = 2.0,
                   max_out: int = 2, learnable_b: bool = False, norm: str = "none") -> nn.Module:
@@ -344,6 +200,7 @@ def bcos_resnet20(num_classes: int, input_shape: tuple[int, int, int], width: in
 
 @register_model("bcos-resnet56", description="B-cos v2 CIFAR ResNet-56 (B=2, MaxOut 2, no ReLU)",
                 default_input=(3, 32, 32), encoding="bcos6", target_layer="layer3", first_layer="conv1",
+                classifier_layer="classifier", feature_layer="layer3", feature_pool="avg",
                 family="bcos", paper=_V2, recipe=_RECIPE)
 def bcos_resnet56(num_classes: int, input_shape: tuple[int, int, int], width: int = 16, b: float = 2.0,
                   max_out: int = 2, learnable_b: bool = False, norm: str = "none") -> nn.Module:
@@ -352,6 +209,7 @@ def bcos_resnet56(num_classes: int, input_shape: tuple[int, int, int], width: in
 
 @register_model("bcos-vgg9", description="B-cos v1 CIFAR-10 net: 9 B-cos convs, MaxOut 2 (published B=1..2.5)",
                 default_input=(3, 32, 32), encoding="bcos6", target_layer="features.7", first_layer="features.0",
+                classifier_layer="classifier", feature_layer="features", feature_pool="avg",
                 family="bcos", paper=_V1, recipe=_RECIPE)
 def bcos_vgg9(num_classes: int, input_shape: tuple[int, int, int], b: float = 2.0, max_out: int = 2,
               learnable_b: bool = False, width: float = 1.0, scale: float | None = None,
@@ -361,6 +219,7 @@ def bcos_vgg9(num_classes: int, input_shape: tuple[int, int, int], b: float = 2.
 
 @register_model("bcos-lenet", description="LeNet-shaped B-cos net for small inputs (MNIST, digits)",
                 default_input=(1, 28, 28), encoding="bcos6", target_layer="conv2", first_layer="conv1",
+                classifier_layer="fc", feature_layer="fc2",
                 family="bcos", paper=_V1, recipe=dict(_RECIPE, lr=5e-3, batch_size=128, epochs=20))
 def bcos_lenet(num_classes: int, input_shape: tuple[int, int, int], width: int = 6, hidden: int = 120,
                b: float = 2.0, max_out: int = 2, learnable_b: bool = False) -> nn.Module:
@@ -374,20 +233,6 @@ def bcos_lenet(num_classes: int, input_shape: tuple[int, int, int], width: int =
 def is_bcos(model: nn.Module) -> bool:
     net = getattr(model, "net", model)
     return isinstance(net, _BcosNet)
-
-
-@contextlib.contextmanager
-def explanation_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Detach every dynamic factor, making the network exactly linear in its input: y = W(x) x."""
-    mods = [m for m in model.modules() if isinstance(m, _Detachable)]
-    old = [m.explain for m in mods]
-    for m in mods:
-        m.explain = True
-    try:
-        yield model
-    finally:
-        for m, o in zip(mods, old):
-            m.explain = o
 
 
 class BcosExplanation(NamedTuple):

@@ -96,6 +96,7 @@ class ProtoPNet(nn.Module):
 @register_model(
     "protopnet", description="ProtoPNet head (10 prototypes/class, 64-d, 1x1) on CIFAR ResNet-20 features",
     default_input=(3, 32, 32), target_layer="add_on", first_layer="encoder.conv1", family="prototype",
+    classifier_layer="last_layer",
     paper="https://arxiv.org/abs/1806.10574",
     recipe=dict(optimizer="adam", lr=1e-3, schedule="cosine", batch_size=128, epochs=30, weight_decay=0.0),
 )

@@ -85,6 +85,7 @@ _RECIPE = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedul
 @register_model(
     "resnet20", description="CIFAR ResNet-20 (He et al. 2016), 0.27M params", default_input=(3, 32, 32),
     target_layer="layer3", first_layer="conv1", paper=_PAPER, recipe=_RECIPE,
+    classifier_layer="fc", feature_layer="layer3", feature_pool="avg",
 )
 def resnet20(num_classes: int, input_shape: tuple[int, int, int], width: int = 16, bias: bool = False) -> nn.Module:
     return CifarResNet(20, num_classes, input_shape[0], width, bias)
@@ -93,6 +94,7 @@ def resnet20(num_classes: int, input_shape: tuple[int, int, int], width: int = 1
 @register_model(
     "resnet56", description="CIFAR ResNet-56 (He et al. 2016), 0.85M params", default_input=(3, 32, 32),
     target_layer="layer3", first_layer="conv1", paper=_PAPER, recipe=_RECIPE,
+    classifier_layer="fc", feature_layer="layer3", feature_pool="avg",
 )
 def resnet56(num_classes: int, input_shape: tuple[int, int, int], width: int = 16, bias: bool = False) -> nn.Module:
     return CifarResNet(56, num_classes, input_shape[0], width, bias)

@@ -47,7 +47,8 @@ class LeNet(nn.Module):
 
 @register_model(
     "lenet", description="LeNet-5 style CNN for small inputs (MNIST, digits)", default_input=(1, 28, 28),
-    target_layer="conv2", first_layer="conv1", paper="http://yann.lecun.com/exdb/publis/pdf/lecun-98.pdf",
+    target_layer="conv2", first_layer="conv1", classifier_layer="fc", feature_layer="relu4",
+    paper="http://yann.lecun.com/exdb/publis/pdf/lecun-98.pdf",
     recipe=dict(optimizer="adam", lr=1e-2, schedule="cosine", batch_size=128),
 )
 def lenet(num_classes: int, input_shape: tuple[int, int, int], width: int = 6, hidden: int = 120,
@@ -122,6 +123,7 @@ _SEED = "../shared/seeds/003 (tbensky/CNNKernels)"
 @register_model(
     "pulse-cnn", description="waveform CNN: 8 9x9 kernels, 16 5x5, fc 64 (small default)", default_input=(1, 100, 100),
     target_layer="conv2", first_layer="conv1", paper=_SEED,
+    classifier_layer="fc", feature_layer="hidden",
     recipe=dict(optimizer="adam", lr=2e-3, schedule="cosine", batch_size=32, epochs=5, augment=False),
 )
 def pulse_cnn(
@@ -144,6 +146,7 @@ def pulse_cnn(
 @register_model(
     "pulse-cnn-paper", description="waveform CNN as in the study: 5 25x25 kernels, 25x25 conv, fc 4096-1024, tanh",
     default_input=(1, 100, 100), target_layer="conv2", first_layer="conv1", paper=_SEED,
+    classifier_layer="fc", feature_layer="hidden",
     recipe=dict(optimizer="sgd", lr=0.1, momentum=0.0, loss="l1", batch_size=1000, schedule="constant", augment=False),
 )
 def pulse_cnn_paper(

@@ -26,7 +26,8 @@ class VGG9(nn.Module):
         c = in_chans
         for w, s in zip(self.WIDTHS, self.STRIDES):
             w = max(1, round(w * width))
-            layers += [nn.Conv2d(c, w, 3, s, 1, bias=bias), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            # ReLU not in place: DeepLIFT's rescale rule reads each ReLU's input
+            layers += [nn.Conv2d(c, w, 3, s, 1, bias=bias), nn.BatchNorm2d(w), nn.ReLU()]
             c = w
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Conv2d(c, num_classes, 1, bias=True)
@@ -45,6 +46,7 @@ class VGG9(nn.Module):
 
 @register_model("vgg9", description="VGG-9: standard twin of bcos-vgg9 (BN + ReLU, 1x1 classifier, GAP)",
                 default_input=(3, 32, 32), target_layer="features", first_layer="features.0",
+                classifier_layer="classifier", feature_layer="features", feature_pool="avg",
                 paper="https://arxiv.org/abs/2205.10268",
                 recipe=dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="cosine",
                             batch_size=128, epochs=100))

@@ -269,6 +269,7 @@ _RECIPE = dict(optimizer="adam", lr=1e-3, schedule="cosine", batch_size=128, epo
 @register_model(
     "smp-conjdisj", description="white-box: conv10 -> global max -> BN -> Mean(parts) -> SoftMaxPool -> Scale",
     default_input=(3, 32, 32), target_layer="features.conv1", first_layer="features.conv1", family="whitebox",
+    classifier_layer="head", feature_layer="features",
     paper=_LOG, recipe=_RECIPE,
 )
 def smp_conjdisj(num_classes: int, input_shape: tuple[int, int, int], width: int = 120, parts: int = 5,
@@ -289,6 +290,7 @@ def smp_conjdisj(num_classes: int, input_shape: tuple[int, int, int], width: int
 @register_model(
     "smp-directional", description="white-box: conv10 -> maxpool3 -> BN -> GELU -> conv4 -> global max -> SoftMaxPool",
     default_input=(3, 32, 32), target_layer="features.conv2", first_layer="features.conv1", family="whitebox",
+    classifier_layer="head", feature_layer="features",
     paper=_LOG, recipe=_RECIPE,
 )
 def smp_directional(num_classes: int, input_shape: tuple[int, int, int], width: int = 120, kernel_size: int = 10,
@@ -310,6 +312,7 @@ def smp_directional(num_classes: int, input_shape: tuple[int, int, int], width: 
 @register_model(
     "smp-gumbel", description="white-box: conv10 -> maxpool5/10 -> BN -> GELU -> GumbelConv3 -> max -> SoftMaxPool",
     default_input=(3, 32, 32), target_layer="features.conv2", first_layer="features.conv1", family="whitebox",
+    classifier_layer="head", feature_layer="features",
     paper=_LOG, recipe=_RECIPE,
 )
 def smp_gumbel(num_classes: int, input_shape: tuple[int, int, int], width: int = 120, out_width: int = 60,
@@ -357,6 +360,7 @@ def _positive_head(width: int, num_classes: int, tau: float, learnable_tau: bool
 @register_model(
     "positive-lenet", description="white-box: LeNet-shaped (conv5-pool-conv5-pool-conv3), weights >= 0, SoftMaxPool",
     default_input=(1, 28, 28), target_layer="features.conv_out", first_layer="features.conv1", family="whitebox",
+    classifier_layer="head", feature_layer="features",
     paper=_LOG, recipe=_RECIPE,
 )
 def positive_lenet(num_classes: int, input_shape: tuple[int, int, int], width: int = 120, positive: str = "abs",
@@ -375,6 +379,7 @@ def positive_lenet(num_classes: int, input_shape: tuple[int, int, int], width: i
 @register_model(
     "positive-vgg", description="white-box: small VGG-style net, 3x3 convs with weights >= 0, SoftMaxPool head",
     default_input=(3, 32, 32), target_layer="features.conv_out", first_layer="features.conv1", family="whitebox",
+    classifier_layer="head", feature_layer="features",
     paper=_LOG, recipe=_RECIPE,
 )
 def positive_vgg(num_classes: int, input_shape: tuple[int, int, int], channels: list[int] = [32, 64],  # noqa: B006

@@ -1,0 +1,165 @@
+"""The explanation result: attribution maps of (image, target) rows, saved and read back exactly.
+
+    result = Attributions.load("out/r20-explain", checkpoint="runs/r20.safetensors")
+    result.maps["gradcam"]       # (M, 1, H, W)
+    result.predictions           # (M,)
+    result.save("out/copy")      # attributions.npz, PNG overlays, grid.png
+
+One row per (image, target) pair.  ``save`` writes ``attributions.npz`` (layout in
+docs/artifacts.md) and PNGs into a temporary folder beside the output and moves them into
+place at the end, so a failure never leaves a partial folder.  ``load`` reads the NPZ back
+(bit for bit) and, given the parent checkpoint, checks its sha256 against the one recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import artifacts, viz
+from .errors import ArtifactError, ConfigError
+
+__all__ = ["Attributions", "NPZ_NAME"]
+
+NPZ_NAME = "attributions.npz"
+_ROW_ARRAYS = ("images", "targets", "labels", "logits", "predictions", "sources", "attributions")
+
+
+@dataclasses.dataclass
+class Attributions:
+    """Attribution maps of M (image, target) rows by one or more methods.
+
+    Attributes:
+        images: (M, C, H, W) float in [0, 1].
+        targets, labels: (M,) int64 (label -1 where unknown).
+        logits: (M, classes) of the explained model.
+        sources: where each image came from (file, ``dataset:split:index``, ``npz:i``).
+        maps: method -> (M, C or 1, H, W) float32.
+        params: method -> the parameters used.
+        signed: method -> whether values can be negative (diverging colour map).
+        classes: the model's class names.
+        checkpoint: the parent checkpoint (``path``, ``sha256``, ``arch``), when known.
+        extras: other per-row arrays (``bcos_rgba``, ``mask_scores``, ...).
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    labels: torch.Tensor
+    logits: torch.Tensor
+    sources: list[str]
+    maps: dict[str, torch.Tensor]
+    params: dict[str, dict[str, Any]]
+    signed: dict[str, bool]
+    classes: list[str]
+    checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.maps)
+
+    @property
+    def predictions(self) -> torch.Tensor:
+        return self.logits.argmax(1)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def meta(self) -> dict[str, Any]:
+        return {"kind": "attributions", "methods": self.methods, "params": self.params, "signed": self.signed,
+                "classes": self.classes, "checkpoint": self.checkpoint}
+
+    # ------------------------------------------------------------------------------------- save
+
+    def save(self, out_dir: str | os.PathLike, png: bool = True) -> list[Path]:
+        """Write ``attributions.npz``, one PNG per (row, method) and ``grid.png`` (several methods);
+        returns the files written, the NPZ first."""
+        out = Path(out_dir)
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise ConfigError(f"output folder's parent '{parent}' does not exist")
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"'{out}' exists and is not a folder")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        try:
+            names = [self._write_npz(tmp / NPZ_NAME)] + (self._write_pngs(tmp) if png else [])
+            out.mkdir(exist_ok=True)
+            final = []
+            for f in names:
+                os.replace(f, out / f.name)
+                final.append(out / f.name)
+            return final
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write_npz(self, path: Path) -> Path:
+        arrays = {f"attr_{m}": a.numpy().astype(np.float32) for m, a in self.maps.items()}
+        arrays["attributions"] = arrays[f"attr_{self.methods[0]}"]
+        return artifacts.save_npz(path, self.meta(), images=self.images.numpy().astype(np.float32),
+                                  targets=self.targets.numpy(), labels=self.labels.numpy(),
+                                  logits=self.logits.numpy(), predictions=self.predictions.numpy(),
+                                  sources=np.array(self.sources), **arrays, **self.extras)
+
+    def _write_pngs(self, folder: Path) -> list[Path]:
+        imgs, names = self.images.numpy(), []
+        for i in range(len(imgs)):
+            t = int(self.targets[i])
+            for m in self.methods:
+                f = folder / f"{i:04d}_{m}.png"
+                title = f"{self.sources[i]}  target {self.classes[t]}  ({m})"
+                artifacts.write_bytes(f, viz.overlay_png(imgs[i], self.maps[m][i].numpy(), self.signed[m], title))
+                names.append(f)
+        for i, rgba in enumerate(self.extras.get("bcos_rgba", [])):
+            f = folder / f"{i:04d}_bcos_rgb.png"
+            artifacts.save_png(f, (rgba * 255).round().astype(np.uint8), {"method": "bcos", "rendering": "rgba"})
+            names.append(f)
+        if len(self.methods) > 1:
+            f = folder / "grid.png"
+            rows = [self.classes[int(t)] for t in self.targets]
+            artifacts.write_bytes(f, viz.grid_png(imgs, [self.maps[m].numpy() for m in self.methods], self.methods,
+                                                  [self.signed[m] for m in self.methods], rows))
+            names.append(f)
+        return names
+
+    # ------------------------------------------------------------------------------------- load
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Attributions:
+        """Read an ``attributions.npz`` (or the folder holding one) written by :meth:`save`.
+
+        With ``checkpoint``, its sha256 must equal the one recorded (else
+        :class:`~interpcli.errors.ArtifactError`): maps are only meaningful for their model."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / NPZ_NAME
+        arrays, meta = artifacts.load_npz(p)
+        if meta.get("kind") != "attributions":
+            raise ArtifactError(f"'{p}' is not an attributions file written by interp explain/occlude")
+        methods = list(meta.get("methods", []))
+        missing = [k for k in ("images", "targets", "labels", "logits", "sources") if k not in arrays]
+        missing += [f"attr_{m}" for m in methods if f"attr_{m}" not in arrays]
+        if missing or not methods:
+            raise ArtifactError(f"'{p}' lacks {', '.join(missing) or 'methods'}; not a complete attributions file")
+        if checkpoint is not None:
+            recorded = meta.get("checkpoint", {}).get("sha256")
+            actual = artifacts.sha256_file(checkpoint)
+            if recorded is None:
+                raise ArtifactError(f"'{p}' records no checkpoint sha256; cannot check it against '{checkpoint}'")
+            if recorded != actual:
+                raise ArtifactError(f"'{p}' was computed from another checkpoint than '{checkpoint}' "
+                                    f"(sha256 {recorded[:12]}... vs {actual[:12]}...)")
+        extras = {k: v for k, v in arrays.items() if k not in _ROW_ARRAYS and not k.startswith("attr_")}
+        return cls(images=torch.from_numpy(arrays["images"]), targets=torch.from_numpy(arrays["targets"]),
+                   labels=torch.from_numpy(arrays["labels"]), logits=torch.from_numpy(arrays["logits"]),
+                   sources=[str(s) for s in arrays["sources"]],
+                   maps={m: torch.from_numpy(arrays[f"attr_{m}"]) for m in methods},
+                   params=meta.get("params", {}), signed={m: bool(meta.get("signed", {}).get(m, True))
+                                                          for m in methods},
+                   classes=list(meta.get("classes", [])), checkpoint=meta.get("checkpoint", {}), extras=extras)

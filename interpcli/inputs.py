@@ -1,0 +1,191 @@
+"""Inputs of the explanation commands: images, their labels and sources, and targets.
+
+    spec = InputSpec(dataset="cifar10", data_dir="../shared/data", indices="0:16")
+    inputs = spec.load(model)        # Inputs: images (N, C, H, W) in [0, 1], labels, sources
+    rows, targets = resolve_targets("pred", model, logits, inputs.labels)
+
+Inputs are images in [0, 1] at the model's input size: image files (resized, channel
+count checked), a dataset split with indices (default: the checkpoint's dataset), or an
+NPZ with an ``images`` array.  Targets are normalised here once: a user's spec (``pred``,
+``label``, ``all``, a class index or name) by :func:`resolve_targets`, a tensor or int by
+:func:`as_targets`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from . import artifacts
+from .data import checkpoint_dataset
+from .errors import ConfigError, InterpError
+
+__all__ = ["Inputs", "InputSpec", "load_images", "dataset_inputs", "npz_images", "npz_inputs", "gather_inputs",
+           "parse_indices", "resolve_targets", "as_targets", "TARGETS"]
+
+TARGETS = ("pred", "label", "all")  # besides a class index or name
+
+
+@dataclasses.dataclass
+class Inputs:
+    images: torch.Tensor          # (N, C, H, W) float32 in [0, 1]
+    labels: torch.Tensor          # (N,) int64, -1 where unknown
+    sources: list[str]
+
+
+def _read_image(p: str | os.PathLike, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """(C, H, W) float32 in [0, 1]; RGBA is flattened, the channel count must fit."""
+    h, w = size
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGB" if im.mode != "LA" else "L")
+            if im.mode not in ("L", "RGB"):
+                im = im.convert("RGB" if len(im.getbands()) >= 3 else "L")
+            if len(im.getbands()) != channels:
+                raise ConfigError(f"image '{p}' has {len(im.getbands())} channel(s) but the model expects {channels}")
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.float32) / 255
+    except FileNotFoundError:
+        raise ConfigError(f"image not found: {p}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ConfigError(f"cannot read image '{p}': {e}") from None
+    return a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)
+
+
+def load_images(paths: Sequence[str | os.PathLike], model) -> Inputs:
+    """Image files resized to the model's input size."""
+    c, h, w = model.input_shape
+    arrs = [_read_image(p, c, (h, w)) for p in paths]
+    if not arrs:
+        raise ConfigError("no images given")
+    return Inputs(torch.from_numpy(np.stack(arrs)), torch.full((len(arrs),), -1, dtype=torch.int64),
+                  [str(p) for p in paths])
+
+
+def parse_indices(spec: str, n: int) -> list[int]:
+    """``0:64``, ``5``, ``1,7,9`` or ``10:20,30`` -> indices (checked against n)."""
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            if ":" in part:
+                a, b = part.split(":", 1)
+                out.extend(range(int(a or 0), int(b) if b else n))
+            elif part.strip():
+                out.append(int(part))
+    except ValueError:
+        raise ConfigError(f"--indices expects START:STOP or comma-separated integers, got '{spec}'") from None
+    bad = [i for i in out if not 0 <= i < n]
+    if bad or not out:
+        raise ConfigError(f"--indices '{spec}' selects {'nothing' if not out else bad[:3]} of 0..{n - 1}")
+    return out
+
+
+def dataset_inputs(model, dataset: str | None = None, data_dir: str | None = None, split: str = "test",
+                   indices: str = "0:16") -> Inputs:
+    """Images of a dataset split (default: the checkpoint's dataset, class subset included)."""
+    ds, name = checkpoint_dataset(getattr(model, "meta", {}), dataset, data_dir)
+    x, y = ds.split(split)
+    idx = parse_indices(indices, len(y))
+    if tuple(x.shape[1:]) != tuple(model.input_shape):
+        raise ConfigError(f"dataset '{name}' has images {tuple(x.shape[1:])} but the model expects "
+                          f"{tuple(model.input_shape)}")
+    return Inputs(x[idx].float() / 255, y[idx].clone(), [f"{name}:{split}:{i}" for i in idx])
+
+
+def npz_images(path: str | os.PathLike, key: str = "images") -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """Array ``key`` of an NPZ as float images in [0, 1] (uint8 is scaled by 1/255), and all its arrays."""
+    try:
+        arrays, _ = artifacts.load_npz(path)
+    except InterpError as e:
+        raise ConfigError(str(e)) from None
+    if key not in arrays:
+        raise ConfigError(f"'{path}' has no '{key}' array")
+    x = torch.from_numpy(arrays[key])
+    return (x.float() / 255 if x.dtype == torch.uint8 else x.float()), arrays
+
+
+def npz_inputs(path: str | os.PathLike, model) -> Inputs:
+    """An NPZ with ``images`` (N, C, H, W; float in [0, 1] or uint8), optional ``labels`` and ``sources``."""
+    x, arrays = npz_images(path)
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(model.input_shape):
+        raise ConfigError(f"'{path}' images are {tuple(x.shape)}, the model expects "
+                          f"(N, {', '.join(map(str, model.input_shape))})")
+    labels = torch.from_numpy(arrays["labels"]).long() if "labels" in arrays else torch.full((len(x),), -1)
+    sources = [str(s) for s in arrays["sources"]] if "sources" in arrays else [f"{path}:{i}" for i in range(len(x))]
+    return Inputs(x, labels, sources)
+
+
+def gather_inputs(model, images: Sequence[str | os.PathLike] | None = None, npz: str | os.PathLike | None = None,
+                  dataset: str | None = None, data_dir: str | None = None, split: str = "test",
+                  indices: str = "0:8") -> Inputs:
+    """Image files, an NPZ, or a dataset split (default: the checkpoint's dataset) — exactly one."""
+    if sum(bool(v) for v in (images, npz is not None, dataset)) > 1:
+        raise ConfigError("give images, --npz or --dataset, not several")
+    if images:
+        return load_images(images, model)
+    if npz is not None:
+        return npz_inputs(npz, model)
+    return dataset_inputs(model, dataset, data_dir, split, indices)
+
+
+@dataclasses.dataclass
+class InputSpec:
+    """Where a command's images come from: image files, an NPZ, or a dataset split (exactly one;
+    default the checkpoint's dataset).  The CLI's input options, as one value."""
+
+    images: Sequence[str | os.PathLike] | None = None
+    npz: str | os.PathLike | None = None
+    dataset: str | None = None
+    data_dir: str | os.PathLike | None = None
+    split: str = "test"
+    indices: str = "0:8"
+
+    def load(self, model) -> Inputs:
+        return gather_inputs(model, self.images, self.npz, self.dataset,
+                             str(self.data_dir) if self.data_dir else None, self.split, self.indices)
+
+
+def as_targets(target: torch.Tensor | int | Sequence[int], n: int, num_classes: int | None = None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """An int or (n,) classes -> int64 (n,) on ``device``, range-checked against ``num_classes``."""
+    t = torch.as_tensor(target, device=device).long().clone()  # clone: never an inference tensor
+    t = t.expand(n).clone() if t.dim() == 0 else t
+    if t.dim() != 1 or len(t) != n:
+        raise ConfigError(f"{len(t) if t.dim() == 1 else tuple(t.shape)} targets for {n} images")
+    if num_classes is not None and n and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ConfigError(f"target class out of range 0..{num_classes - 1}")
+    return t
+
+
+def resolve_targets(spec: str | int, model, logits: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image index, target class) pairs for ``pred | label | INT | CLASSNAME | all``."""
+    n, k = logits.shape
+    spec = str(spec)
+    rows = torch.arange(n)
+    if spec == "pred":
+        return rows, logits.argmax(1).cpu()
+    if spec == "label":
+        if (labels < 0).any():
+            raise ConfigError("--target label needs labelled inputs (a dataset split or an NPZ with labels)")
+        return rows, labels.cpu()
+    if spec == "all":
+        return rows.repeat_interleave(k), torch.arange(k).repeat(n)
+    if spec.lstrip("-").isdigit():
+        t = int(spec)
+    elif spec in model.classes:
+        t = model.classes.index(spec)
+    else:
+        raise ConfigError(f"--target must be pred, label, all, a class index or a class name "
+                          f"({', '.join(model.classes)}); got '{spec}'")
+    if not 0 <= t < k:
+        raise ConfigError(f"target class {t} out of range 0..{k - 1}")
+    return rows, torch.full((n,), t)

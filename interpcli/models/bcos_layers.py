@@ -1,0 +1,185 @@
+"""B-cos layers (Böhle, Fritz, Schiele, CVPR 2022, https://arxiv.org/abs/2205.10268; TPAMI 2024,
+https://arxiv.org/abs/2306.10898; ../shared/METHODS.md section 1): the B-cos convolution and
+linear layer (unit-norm weights, MaxOut, ``|cos|^(B-1)`` scaling), the uncentred norms, the
+logit layer, and :func:`explanation_mode`, which detaches every dynamic factor so that the
+network is exactly ``y = W(x) x``.  The networks built from them are in :mod:`.bcos`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["Detachable", "BParam", "bcos_scale", "BcosConv2d", "BcosLinear", "BatchNormUncentered2d",
+           "PositionNormUncentered2d", "NORMS", "make_norm", "LogitLayer", "explanation_mode"]
+
+
+class Detachable(nn.Module):
+    """A module whose dynamic (input-dependent) factors are detached in explanation mode."""
+
+    explain: bool = False
+
+
+class BParam(nn.Module):
+    """The exponent B, fixed or learnable with B = 1 + softplus(ρ) >= 1 (a constraint no step can break)."""
+
+    def __init__(self, b: float, learnable: bool):
+        super().__init__()
+        if b < 1:
+            raise ValueError(f"B must be >= 1, got {b}")
+        self.learnable = learnable
+        if learnable:
+            # softplus^{-1}(b - 1), with a floor so that B = 1 stays representable (and trainable).
+            self.rho = nn.Parameter(torch.tensor(math.log(math.expm1(max(b - 1, 1e-4)))))
+        else:
+            self.fixed = float(b)
+
+    def value(self) -> torch.Tensor | float:
+        return 1 + F.softplus(self.rho) if self.learnable else self.fixed
+
+
+def bcos_scale(out: torch.Tensor, norm: torch.Tensor, b: torch.Tensor | float, explain: bool) -> torch.Tensor:
+    """``out * |out / norm|^(B-1)``, the scale detached in explanation mode."""
+    if isinstance(b, float) and b == 1.0:
+        return out
+    if isinstance(b, float) and b == 2.0:
+        scale = out.abs() / norm
+    else:
+        scale = (out.abs() / norm + 1e-6).pow(b - 1)
+    return out * (scale.detach() if explain else scale)
+
+
+class BcosConv2d(Detachable):
+    """B-cos convolution: unit-norm kernels, ``|cos|^(B-1)`` against each input patch, no bias.
+
+    Args:
+        max_out: MaxOut over this many copies of every output unit (taken before scaling).
+        b: the alignment exponent B >= 1; ``learnable_b`` makes it a trained parameter.
+        scale: a fixed divisor of the output (B-cos v1's per-B ``scale``; 1 in v2).
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 b: float = 2.0, max_out: int = 1, learnable_b: bool = False, scale: float = 1.0):
+        super().__init__()
+        self.c_in, self.c_out, self.k, self.stride, self.padding = c_in, c_out, kernel_size, stride, padding
+        self.max_out, self.scale = max_out, scale
+        self.weight = nn.Parameter(torch.empty(c_out * max_out, c_in, kernel_size, kernel_size))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        self.b = BParam(b, learnable_b)
+
+    def normed_weight(self) -> torch.Tensor:
+        return self.weight / self.weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv2d(x, self.normed_weight(), None, self.stride, self.padding)
+        if self.max_out > 1:
+            out = out.unflatten(1, (self.c_out, self.max_out)).amax(2)
+        # Norm of every receptive-field patch over all input channels (zero padding counts as zeros).
+        sq = F.avg_pool2d((x * x).sum(1, keepdim=True), self.k, self.stride, self.padding, count_include_pad=True)
+        norm = (sq * self.k * self.k + 1e-6).sqrt()
+        return bcos_scale(out, norm, self.b.value(), self.explain) / self.scale
+
+    def extra_repr(self) -> str:
+        b = "learnable" if self.b.learnable else self.b.fixed
+        return (f"{self.c_in}, {self.c_out}, k={self.k}, stride={self.stride}, padding={self.padding}, B={b}, "
+                f"max_out={self.max_out}")
+
+
+class BcosLinear(Detachable):
+    """B-cos fully connected layer (the linear case of :class:`BcosConv2d`)."""
+
+    def __init__(self, d_in: int, d_out: int, b: float = 2.0, max_out: int = 1, learnable_b: bool = False):
+        super().__init__()
+        self.d_out, self.max_out = d_out, max_out
+        self.weight = nn.Parameter(torch.empty(d_out * max_out, d_in))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        self.b = BParam(b, learnable_b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        out = F.linear(x, w)
+        if self.max_out > 1:
+            out = out.unflatten(1, (self.d_out, self.max_out)).amax(2)
+        norm = x.norm(dim=1, keepdim=True) + 1e-12
+        return bcos_scale(out, norm, self.b.value(), self.explain)
+
+
+class BatchNormUncentered2d(Detachable):
+    """``γ · x / sqrt(Var_batch(x) + eps)``: BatchNorm without centring or bias (B-cos v2).
+
+    Training uses the batch variance (of detached x in explanation mode) and updates
+    ``running_var``; evaluation divides by ``running_var``, a constant.
+    """
+
+    def __init__(self, c: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(c)) if affine else None
+        self.register_buffer("running_var", torch.ones(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            src = x.detach() if self.explain else x
+            var = src.var(dim=(0, 2, 3), unbiased=False)
+            with torch.no_grad():
+                n = x.numel() / x.shape[1]
+                self.running_var.lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+        else:
+            var = self.running_var
+        y = x / (var + self.eps).sqrt().view(1, -1, 1, 1)
+        return y * self.weight.view(1, -1, 1, 1) if self.weight is not None else y
+
+
+class PositionNormUncentered2d(Detachable):
+    """``γ · x / sqrt(Var_channels(x) + eps)`` at every pixel, uncentred (B-cos v2)."""
+
+    def __init__(self, c: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(c)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        y = x / ((var.detach() if self.explain else var) + self.eps).sqrt()
+        return y * self.weight.view(1, -1, 1, 1) if self.weight is not None else y
+
+
+NORMS = {"none": None, "bnu": BatchNormUncentered2d, "pnu": PositionNormUncentered2d}
+
+
+def make_norm(kind: str, c: int) -> nn.Module:
+    if kind not in NORMS:
+        raise ValueError(f"norm must be one of {sorted(NORMS)}")
+    cls = NORMS[kind]
+    return nn.Identity() if cls is None else cls(c)
+
+
+class LogitLayer(nn.Module):
+    """``x / T + b`` with the fixed bias b = -log(C - 1): zero evidence gives sigmoid = 1/C."""
+
+    def __init__(self, num_classes: int, temperature: float = 1.0, bias: float | None = None):
+        super().__init__()
+        self.temperature = float(temperature)
+        self.bias = float(-math.log(num_classes - 1) if bias is None else bias) if num_classes > 1 else 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.temperature + self.bias
+
+
+@contextlib.contextmanager
+def explanation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Detach every dynamic factor, making the network exactly linear in its input: y = W(x) x."""
+    mods = [m for m in model.modules() if isinstance(m, Detachable)]
+    old = [m.explain for m in mods]
+    for m in mods:
+        m.explain = True
+    try:
+        yield model
+    finally:
+        for m, o in zip(mods, old):
+            m.explain = o
