@@ -120,12 +120,12 @@ def captum_reference(name: str, model, x, t, params):
     if name in ("lime", "kernelshap"):  # Captum fits one surrogate per example, in a Python loop
         from captum._utils.models.linear_model import SkLearnRidge
 
-        from interpcli.methods.surrogate import _fill_image, lime_weights
+        from interpcli.methods.surrogate import fill_image, lime_weights
         from interpcli.segments import superpixels
 
         labels = superpixels(x, params["n_segments"], params["segmentation"], params["compactness"])
         mask = labels[:, None].expand_as(x)  # the same superpixels as ours
-        base = _fill_image(x, labels, params["fill"])
+        base = fill_image(x, labels, params["fill"])
         base = base.expand_as(x) if torch.is_tensor(base) else base
         fwd = (lambda inp: model(inp).softmax(1)) if params["score"] == "prob" else model
         ppe = min(params["n_samples"], 256)  # our default chunk of perturbed images per forward

@@ -30,7 +30,8 @@ from _timing import timed  # noqa: E402
 
 from interpcli.device import configure_backends, resolve_device  # noqa: E402
 from interpcli.models import Classifier  # noqa: E402
-from interpcli.occlude import OccludeConfig, occlude, sliding_boxes  # noqa: E402
+from interpcli.occlusion import OccludeConfig, occlude  # noqa: E402
+from interpcli.perturb import sliding_boxes  # noqa: E402
 
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10.npz"
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]

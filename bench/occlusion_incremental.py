@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from interpcli.fastpath import fast_model  # noqa: E402
 from interpcli.incremental import get_plan, incremental_occlusion_scores  # noqa: E402
 from interpcli.methods import attribute  # noqa: E402
-from interpcli.methods.perturbation import _occlusion_masks, _occlusion_positions, _scores  # noqa: E402
 from interpcli.models import Classifier  # noqa: E402
+from interpcli.perturb import MaskSet, masked_scores, occlusion_positions, sliding_boxes, target_score  # noqa: E402
 
 
 def make_model(arch: str, size: int) -> Classifier:
@@ -74,6 +74,7 @@ def main() -> None:
     torch.manual_seed(1)
     x = torch.rand(1, 3, s, s)
     target = 3
+    score = target_score(torch.tensor([target]))
     for arch in args.archs:
         model = make_model(arch, s)
         run = fast_model(model)
@@ -82,21 +83,21 @@ def main() -> None:
             run(x)
         for cfg in args.configs:
             window, stride = (int(v) for v in cfg.split(":"))
-            ys, xs = _occlusion_positions(s, s, window, stride)
+            ys, xs = occlusion_positions(s, s, window, stride)
             positions = [(y, x0) for y in ys for x0 in xs]
             k = len(positions)
             sub = k > args.max_positions
             idx = torch.linspace(0, k - 1, args.subset).round().long().tolist() if sub else list(range(k))
             pos = [positions[i] for i in idx]
             # warm-up of both paths (oneDNN creates its kernels on the first call with each shape)
-            masks_all = _occlusion_masks(s, s, window, stride, "cpu")
-            _scores(run, x, masks_all[idx[:bs]], torch.tensor([target]), 0.0, bs)
+            masks_all = MaskSet.from_boxes((s, s), sliding_boxes(s, s, window, stride)).all()
+            masked_scores(run, x, masks_all[idx[:bs]], 0.0, score, batch_size=bs)
             incremental_occlusion_scores(run, x, pos, window, 0.0, target, bs)
             t_base, _ = timed(lambda: plan.base_values(x))
             row = {"arch": arch, "window": window, "stride": stride, "positions": k, "timed_positions": len(pos),
                    "fast_path_model": True}
             if sub:
-                t_plain, ref = timed(lambda: _scores(run, x, masks_all[idx], torch.tensor([target]), 0.0, bs)[0])
+                t_plain, ref = timed(lambda: masked_scores(run, x, masks_all[idx], 0.0, score, batch_size=bs)[0])
                 plan.stats.__init__()
                 t_inc, got = timed(lambda: incremental_occlusion_scores(run, x, pos, window, 0.0, target, bs))
                 per_pos_inc = max(t_inc - t_base, 0.0) / len(pos)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "seed_everything", "configure_backends", "autocast", "model_device"]
+__all__ = ["resolve_device", "seed_everything", "configure_backends", "autocast", "model_device", "full_precision"]
 
 
 def _mps_available() -> bool:
@@ -54,11 +55,15 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     return dev
 
 
-def configure_backends(device: torch.device, threads: int | None = None, deterministic: bool = False) -> None:
+def configure_backends(device: torch.device, threads: int | None = None, deterministic: bool = False,
+                       tf32: bool = True) -> None:
     """Set the per-device performance flags.
 
     On CPU: one intra-op thread per available core (``threads`` or ``INTERP_THREADS``
-    override it).  On CUDA: cuDNN autotuning unless ``deterministic``, TF32 matmuls.
+    override it).  On CUDA: cuDNN autotuning unless ``deterministic``; TF32 matmuls and
+    convolutions when ``tf32`` (training and evaluation) — explanation commands turn it off,
+    since its 10-bit mantissa moves attributions by ~1e-3 and breaks identities such as
+    DeepLIFT's completeness at that level.
     """
     if device.type == "cpu":
         n = threads or int(os.environ.get("INTERP_THREADS", "0")) or len(os.sched_getaffinity(0))
@@ -66,8 +71,20 @@ def configure_backends(device: torch.device, threads: int | None = None, determi
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """No TF32 in CUDA matmuls and convolutions inside the block (cuDNN allows it by default);
+    the previous flags are restored on exit.  Attribution methods run inside it."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def seed_everything(seed: int) -> None:

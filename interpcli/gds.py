@@ -123,7 +123,7 @@ def dataset_gds(model: nn.Module, *, layer: str | None = None, pool: str = "auto
             f = torch.cat([phi(xs[idx[i : i + 256]].to(dev).float() / 255) for i in range(0, len(idx), 256)])
             bases.append(pca_basis(f, min(int(k), len(f))))
     d, _ = difference_subspace(bases, dim)
-    d = d.contiguous().cpu()
+    d = d.float().contiguous().cpu()  # float32 on disk and for callers, as before (bases are float64)
     if cache is not None:
         artifacts.save_tensors(cache, {"gds": d}, {"kind": "gds", "format_version": artifacts.CHECKPOINT_FORMAT_VERSION,
                                                   **spec})

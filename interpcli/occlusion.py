@@ -39,6 +39,7 @@ import torch.nn as nn
 from PIL import Image, UnidentifiedImageError
 
 from .augment import draw_views
+from .device import full_precision
 from .errors import ConfigError
 from .gds import GDS_SETS, image_gdss, views_features
 from .inputs import as_targets
@@ -267,6 +268,16 @@ def _per_image_score(fn: Callable[[int, torch.Tensor], torch.Tensor]) -> Callabl
     return score
 
 
+def _check_gds_dims(cfg: OccludeConfig, gdss: list[torch.Tensor]) -> None:
+    """Subspace mode projects k-dim subspaces onto the GDS: with a GDS of at most k dimensions
+    both projections span the whole GDS and every score would be 0."""
+    small = [d.shape[1] for d in gdss if d.shape[1] <= cfg.k]
+    if cfg.gds_mode == "subspace" and small:
+        raise ConfigError(f"--gds-mode subspace needs a GDS dimension larger than k, but the GDS dimension is "
+                          f"{min(small)} with k={cfg.k} (every score would be 0): raise --gds-dim "
+                          f"(now {cfg.gds_dim}) or lower --k")
+
+
 def occlude(model: nn.Module, x: torch.Tensor, cfg: OccludeConfig | None = None,
             target: torch.Tensor | int | None = None, extra_views: torch.Tensor | None = None,
             gds: torch.Tensor | None = None, progress: Callable[[int, int], None] | None = None) -> OccludeResult:
@@ -280,6 +291,11 @@ def occlude(model: nn.Module, x: torch.Tensor, cfg: OccludeConfig | None = None,
     The (image, mask) pairs of all images are evaluated together in chunks of
     ``batch_size`` model inputs (x ``views`` for subspace scores).
     """
+    with full_precision():  # no TF32 on CUDA (docs/fidelity.md)
+        return _occlude(model, x, cfg, target, extra_views, gds, progress)
+
+
+def _occlude(model, x, cfg, target, extra_views, gds, progress) -> OccludeResult:
     cfg = cfg or OccludeConfig()
     cfg.check()
     model.eval()
@@ -300,9 +316,10 @@ def occlude(model: nn.Module, x: torch.Tensor, cfg: OccludeConfig | None = None,
     gdss: list[torch.Tensor] = []
     with torch.inference_mode():
         if cfg.score == "gds":
-            gdss = [gds.to(dev, torch.float32)] * n if gds is not None else [d for d, _ in image_gdss(
+            gdss = [gds.to(dev, torch.float64)] * n if gds is not None else [d for d, _ in image_gdss(
                 phi, x, sets=cfg.gds_sets, views=cfg.views, k=k, dim=cfg.gds_dim, seed=cfg.seed, batch_size=bs,
                 extra=extra_views)]
+            _check_gds_dims(cfg, gdss)
         if cfg.score == "class":
             logits = torch.cat([model(c).float() for c in x.split(bs)])
             refs = (logits.softmax(1) if cfg.class_score == "prob" else logits).gather(1, target[:, None])[:, 0]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .errors import ConfigError
 
 __all__ = ["MaskSet", "occlusion_positions", "sliding_boxes", "rise_masks", "make_baseline", "BASELINES",
-           "fill_images", "FILLS", "masked_scores", "target_score", "ScoreFn", "DEFAULT_BATCH"]
+           "fill_images", "FILLS", "encoder_mean", "masked_scores", "target_score", "ScoreFn", "DEFAULT_BATCH"]
 
 DEFAULT_BATCH = 256  # perturbed images per forward pass by default
 BASELINES = ("black", "blurred", "uniform")
@@ -102,22 +102,49 @@ def sliding_boxes(h: int, w: int, window: int, stride: int) -> torch.Tensor:
     return torch.tensor([(y, min(y + window, h), x, min(x + window, w)) for y in ys for x in xs])
 
 
+def _reflect_linear_weights(size: int, out: int) -> torch.Tensor:
+    """(out, size) weights of linear interpolation from ``size`` cells to ``out`` samples with
+    pixel-area alignment (source coordinate (i + 0.5) * size / out - 0.5) and mirror edges (the
+    sample at -t reads cell t): scikit-image ``resize(order=1, mode='reflect')``, i.e.
+    ``scipy.ndimage.zoom(mode='mirror', grid_mode=True)``."""
+    src = (torch.arange(out, dtype=torch.float64) + 0.5) * (size / out) - 0.5
+    i0 = torch.floor(src)
+    t = src - i0
+    i0 = i0.long()
+
+    def mirror(i: torch.Tensor) -> torch.Tensor:
+        i = i.abs()  # -1 -> 1
+        return torch.where(i > size - 1, 2 * (size - 1) - i, i).clamp(0, size - 1)  # size - 1 + 1 -> size - 2
+
+    wts = torch.zeros(out, size, dtype=torch.float64)
+    rows = torch.arange(out)
+    wts.index_put_((rows, mirror(i0)), 1 - t, accumulate=True)
+    wts.index_put_((rows, mirror(i0 + 1)), t, accumulate=True)
+    return wts
+
+
 def rise_masks(n: int, s: int, p: float, size: tuple[int, int], seed: int = 0,
                device: torch.device | str = "cpu") -> torch.Tensor:
-    """N soft masks (N, 1, H, W): s x s Bernoulli(p) grids, bilinearly upsampled to (s+1)*cell and
-    cropped at a random shift in [0, cell) (Petsiuk et al. 2018, section 3.2).  1 = kept."""
+    """N soft masks (N, 1, H, W): s x s Bernoulli(p) grids, bilinearly upsampled to (s+1)*cell
+    (cell = ceil(size / s)) and cropped at a random shift in [0, cell) (Petsiuk et al. 2018,
+    section 3.2).  1 = kept.  As the original code (eclique/RISE ``generate_masks``): the
+    upsampling is scikit-image ``resize(grid, (s+1)*cell, order=1, mode='reflect',
+    anti_aliasing=False)`` (mirror edges, not clamped), computed here as separable
+    interpolation matrices, batched; the draws (from a generator seeded with ``seed``): the
+    grids, then the row shifts, then the column shifts."""
     if n <= 0 or s <= 0 or not 0 < p <= 1:
         raise ConfigError("rise needs n_masks > 0, s > 0 and 0 < p <= 1")
     h, w = size
     ch, cw = math.ceil(h / s), math.ceil(w / s)
     g = torch.Generator().manual_seed(int(seed))
     grid = (torch.rand(n, 1, s, s, generator=g) < p).float()
-    up = F.interpolate(grid, size=((s + 1) * ch, (s + 1) * cw), mode="bilinear", align_corners=False)
     dy = torch.randint(0, ch, (n,), generator=g)
     dx = torch.randint(0, cw, (n,), generator=g)
-    rows = (dy[:, None] + torch.arange(h))[:, :, None]
-    cols = (dx[:, None] + torch.arange(w))[:, None, :]
-    masks = up[torch.arange(n)[:, None, None], 0, rows, cols]
+    wy = _reflect_linear_weights(s, (s + 1) * ch).float()  # (U_h, s)
+    wx = _reflect_linear_weights(s, (s + 1) * cw).float()  # (U_w, s)
+    ry = wy[dy[:, None] + torch.arange(h)]  # (N, H, s): the rows of each crop
+    rx = wx[dx[:, None] + torch.arange(w)]  # (N, W, s)
+    masks = torch.einsum("nhs,nst,nwt->nhw", ry, grid[:, 0], rx).clamp(0, 1)
     return masks[:, None].to(device)
 
 
@@ -158,6 +185,26 @@ def fill_images(fill: str | float, x: torch.Tensor, seed: int = 0) -> torch.Tens
         g = torch.Generator().manual_seed(int(seed) + 7)
         return torch.rand(x.shape, generator=g).to(x)
     raise ConfigError(f"unknown fill '{fill}'; use {', '.join(FILLS)} or a number")
+
+
+def encoder_mean(model: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | float:
+    """The pixel value (in [0, 1] image space) that the model's input encoding maps to zero, or
+    nearest to it: what "multiply the network's input by a mask" fills masked pixels with.
+
+    - ``normalize`` encoder ((x - μ) / σ): μ, the dataset mean, as a (1, C, 1, 1) tensor;
+    - ``identity`` encoder, or a plain module without an ``encoder``: 0.0 (the network's input
+      is the pixel);
+    - ``bcos6`` encoder ([x, 1 - x]): 0.5, whose encoding [0.5, 0.5] is the encoding nearest to
+      zero (zero itself is no image).
+    """
+    enc = getattr(model, "encoder", None)
+    spec = enc.spec() if callable(getattr(enc, "spec", None)) else {}
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind == "normalize":
+        return enc.mean.detach().clone()
+    if kind == "bcos6":
+        return 0.5
+    return 0.0
 
 
 # ---------------------------------------------------------------------------------------------- scores

@@ -13,6 +13,11 @@ All functions are batched over leading dimensions and work on any device.
   eigenvalues.
 - :func:`project_basis` / :func:`project_vectors`: onto a GDS (Dᵀ Φ re-orthonormalised by QR;
   Dᵀ v).
+
+Precision: bases are float64 from :func:`pca_basis` through the canonical angles
+(:func:`canonical_cosines`, :func:`subspace_distance`, :func:`project_basis` all compute in
+float64 whatever their inputs).  In float32, cos² of a canonical angle is only known to
+~1e-7, which floors distances there: a true distance of 1e-6 came out ~20 % off.
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ __all__ = ["pca_basis", "canonical_cosines", "subspace_distance", "difference_su
 DISTANCES = ("cosine", "cos2", "l2")
 
 
-def pca_basis(vectors: torch.Tensor, k: int, normalise: bool = True) -> torch.Tensor:
+def pca_basis(vectors: torch.Tensor, k: int, normalise: bool = True,
+              dtype: torch.dtype | None = torch.float64) -> torch.Tensor:
     """Uncentred PCA: ``vectors`` (..., n, d) -> orthonormal basis (..., d, k) of their top-k span.
 
     Each vector is L2-normalised first when ``normalise``.  ``k`` may not exceed n or d.
+    Computed in float64 and returned as ``dtype`` (default float64, for canonical angles;
+    None = the dtype of ``vectors``).
     """
     n, d = vectors.shape[-2:]
     if not 1 <= k <= min(n, d):
@@ -39,12 +47,13 @@ def pca_basis(vectors: torch.Tensor, k: int, normalise: bool = True) -> torch.Te
     if normalise:
         x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     u, _, _ = torch.linalg.svd(x.mT, full_matrices=False)  # (..., d, min(n, d))
-    return u[..., :k].to(vectors.dtype)
+    return u[..., :k].to(dtype or vectors.dtype)
 
 
 def canonical_cosines(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Cosines of the canonical angles, descending: singular values of pᵀq, (..., min(k1, k2))."""
-    return torch.linalg.svdvals(p.mT @ q).clamp(0.0, 1.0)
+    """Cosines of the canonical angles, descending: singular values of pᵀq, (..., min(k1, k2)),
+    computed and returned in float64."""
+    return torch.linalg.svdvals(p.double().mT @ q.double()).clamp(0.0, 1.0)
 
 
 def _angles(cos: torch.Tensor, angles: str | int) -> torch.Tensor:
@@ -59,7 +68,7 @@ def _angles(cos: torch.Tensor, angles: str | int) -> torch.Tensor:
 
 
 def subspace_distance(p: torch.Tensor, q: torch.Tensor, angles: str | int = "all") -> torch.Tensor:
-    """1 - mean cos² of the canonical angles between span(p) and span(q) (bases (..., d, k))."""
+    """1 - mean cos² of the canonical angles between span(p) and span(q) (bases (..., d, k)), float64."""
     return 1.0 - _angles(canonical_cosines(p, q), angles).pow(2).mean(-1)
 
 
@@ -99,11 +108,12 @@ def difference_subspace(bases: list[torch.Tensor] | torch.Tensor, dim: int | flo
 
 
 def project_basis(gds: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Project a subspace (..., d, k) onto the GDS (d, m): orthonormalised Dᵀ Φ, (..., m, k')."""
-    q, _ = torch.linalg.qr(gds.mT @ basis)
+    """Project a subspace (..., d, k) onto the GDS (d, m): orthonormalised Dᵀ Φ, (..., m, k'), float64."""
+    q, _ = torch.linalg.qr(gds.double().mT @ basis.double())
     return q
 
 
 def project_vectors(gds: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """Coordinates of vectors (..., d) in the GDS (d, m): (..., m)."""
-    return vectors @ gds
+    """Coordinates of vectors (..., d) in the GDS (d, m): (..., m), in the wider of the two dtypes."""
+    dt = torch.promote_types(vectors.dtype, gds.dtype)
+    return vectors.to(dt) @ gds.to(dt)

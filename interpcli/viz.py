@@ -105,6 +105,12 @@ def bcos_rgba(weights: np.ndarray, contributions: np.ndarray, smooth: int = 15,
     w[3:]); alpha is the vector's norm (zero where the contribution is negative), smoothed
     with a ``smooth``-pixel box filter and divided by its ``percentile``.  Returns (H, W, 4)
     floats in [0, 1].
+
+    The smoothing is the official ``grad_to_img`` (github.com/moboehle/B-cos,
+    ``interpretability/utils.py``): ``avg_pool2d(alpha, smooth, stride=1, padding=(smooth-1)//2)``
+    with the padding counted as zeros, so alpha fades towards the border (of a constant alpha a
+    corner keeps ((smooth+1)/2)² / smooth², 64/225 at 15).  For an even ``smooth`` (where the
+    official code returns one row and column too few) the window is [i - smooth/2 + 1, i + smooth/2].
     """
     w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
     contribs = torch.as_tensor(np.asarray(contributions, dtype=np.float64))
@@ -113,9 +119,9 @@ def bcos_rgba(weights: np.ndarray, contributions: np.ndarray, smooth: int = 15,
     c = w.shape[0] // 2  # 3 for colour images; grey images render as grey
     rgb = (w[:c] / (w[:c] + w[c:] + 1e-12)).expand(3, -1, -1)
     alpha = torch.where(contribs < 0, torch.full_like(alpha, 1e-12), alpha)
-    if smooth > 1:
-        alpha = F.avg_pool2d(alpha[None, None], smooth, stride=1, padding=smooth // 2, count_include_pad=False)[0, 0]
-        alpha = alpha[: contribs.shape[0], : contribs.shape[1]]
+    if smooth > 1:  # B-cos: F.avg_pool2d(alpha, smooth, stride=1, padding=(smooth - 1) // 2), zeros counted
+        lo, hi = (smooth - 1) // 2, smooth // 2  # hi = lo for odd smooth; even: one more row/column after
+        alpha = F.avg_pool2d(F.pad(alpha[None, None], (lo, hi, lo, hi)), smooth, stride=1)[0, 0]
     top = float(np.percentile(alpha.numpy(), percentile)) or 1.0
     alpha = (alpha / top).clamp(0, 1)
     return torch.cat([rgb, alpha[None]]).permute(1, 2, 0).numpy()

@@ -510,14 +510,15 @@ def _crop_offsets(out_i: torch.Tensor, padded_i: torch.Tensor, r: int, h: int, w
             if torch.equal(out_i, padded_i[:, dy:dy + h, dx:dx + w])]
 
 
+@pytest.mark.parametrize("pad,mode", [("zero", "constant"), ("reflect", "reflect")])
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
-def test_translate_is_a_crop_of_the_reflect_padded_image(dtype):
+def test_translate_is_a_crop_of_the_padded_image(dtype, pad, mode):
     r = 2
     x = _batch(n=10).to(dtype)
     n, c, h, w = x.shape
-    out = augment_batch(x, flip=False, translate=r, gen=torch.Generator().manual_seed(1))
+    out = augment_batch(x, flip=False, translate=r, gen=torch.Generator().manual_seed(1), pad=pad)
     assert out.dtype == dtype and out.shape == x.shape
-    padded = F.pad(x.float(), (r, r, r, r), mode="reflect").to(dtype)
+    padded = F.pad(x.float(), (r, r, r, r), mode=mode).to(dtype)
     offsets = []
     for i in range(n):
         found = _crop_offsets(out[i], padded[i], r, h, w)
@@ -527,10 +528,10 @@ def test_translate_is_a_crop_of_the_reflect_padded_image(dtype):
     assert any(o != (r, r) for o in offsets)
 
 
-def test_translate_on_tiny_images_replicates():
+def test_translate_on_tiny_images_replicates_when_reflecting():
     r = 3
     x = _batch(n=6, h=3, w=3)
-    out = augment_batch(x, flip=False, translate=r, gen=torch.Generator().manual_seed(0))
+    out = augment_batch(x, flip=False, translate=r, gen=torch.Generator().manual_seed(0), pad="reflect")
     padded = F.pad(x.float(), (r, r, r, r), mode="replicate").to(torch.uint8)
     for i in range(len(x)):
         assert _crop_offsets(out[i], padded[i], r, 3, 3)
@@ -541,8 +542,8 @@ def test_flip_and_translate_together():
     x = _batch(n=12)
     n, c, h, w = x.shape
     out = augment_batch(x, flip=True, translate=r, gen=torch.Generator().manual_seed(2))
-    pad = F.pad(x.float(), (r, r, r, r), mode="reflect").to(torch.uint8)
-    pad_flipped = F.pad(x.flip(-1).float(), (r, r, r, r), mode="reflect").to(torch.uint8)
+    pad = F.pad(x.float(), (r, r, r, r)).to(torch.uint8)  # zero padding, the default
+    pad_flipped = F.pad(x.flip(-1).float(), (r, r, r, r)).to(torch.uint8)
     for i in range(n):
         assert _crop_offsets(out[i], pad[i], r, h, w) or _crop_offsets(out[i], pad_flipped[i], r, h, w)
 
@@ -627,8 +628,8 @@ def test_loader_augmentation_is_reproducible():
         for img, i in zip(xb, yb.tolist()):
             img = (img * 255).round().to(torch.uint8)
             src = x[i:i + 1]
-            pad = F.pad(src.float(), (1, 1, 1, 1), mode="reflect").to(torch.uint8)[0]
-            padf = F.pad(src.flip(-1).float(), (1, 1, 1, 1), mode="reflect").to(torch.uint8)[0]
+            pad = F.pad(src.float(), (1, 1, 1, 1)).to(torch.uint8)[0]  # zero padding, the default
+            padf = F.pad(src.flip(-1).float(), (1, 1, 1, 1)).to(torch.uint8)[0]
             assert _crop_offsets(img, pad, 1, 6, 6) or _crop_offsets(img, padf, 1, 6, 6)
 
 

@@ -26,7 +26,7 @@ TARGETS = torch.tensor([0, 2])  # two images, one target each
 # Small widths.  Input sizes: the smallest each arch builds at (probed by hand), but at least
 # 16x16 so that a window of 8 with stride 8 leaves a 2x2 grid of positions.
 ARCH = {
-    "airbench94": ({"widths": [8, 16, 16]}, 16),  # builds from 9x9
+    "airbench94": ({"widths": [8, 16, 16]}, 24),  # builds from 9x9; at 16x16 layer3 is 1x1 (Grad-CAM refuses it)
     "bcos-lenet": ({"width": 4, "hidden": 16}, 16),
     "bcos-resnet20": ({"width": 4}, 16),
     "bcos-resnet56": ({"width": 4}, 16),

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..data import list_datasets
 from ..ops.train import train
 from ..training import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+from ..training.config import TRANSLATE_PADS
 from ._app import app
 from ._console import err, print_json, print_paths
 from ._options import ArchChoice, DataDirOpt, DeviceOpt, JsonOpt, QuietOpt, choice, parse_kv, value
@@ -18,6 +19,7 @@ from ._options import ArchChoice, DataDirOpt, DeviceOpt, JsonOpt, QuietOpt, choi
 OptimizerChoice = choice("Optimizer", OPTIMIZERS)
 ScheduleChoice = choice("Schedule", SCHEDULES)
 LossChoice = choice("Loss", LOSSES)
+PadChoice = choice("TranslatePad", TRANSLATE_PADS)
 
 
 class RichReporter:
@@ -86,6 +88,7 @@ def train_cmd(
     loss: Annotated[Optional[LossChoice], typer.Option("--loss", help="ce, bce (one-vs-all) or l1 (to one-hot) (default: recipe, else ce).", rich_help_panel="Optimisation")] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips (default: dataset's).", rich_help_panel="Data")] = None,
     translate: Annotated[Optional[int], typer.Option("--translate", help="Random translations up to N px (default: dataset's).", rich_help_panel="Data")] = None,
+    translate_pad: Annotated[PadChoice, typer.Option("--translate-pad", help="Padding of translations: zero (random crop with zero padding) or reflect.", rich_help_panel="Data")] = "zero",
     seed: Annotated[int, typer.Option("--seed", help="Seeds init, order, augmentation and splits.")] = 0,
     val_split: Annotated[float, typer.Option("--val-split", help="Hold out this stratified fraction of the training split for validation.", rich_help_panel="Data")] = 0.0,
     folds: Annotated[int, typer.Option("--folds", help="Stratified K-fold cross-validation: K.", rich_help_panel="Data")] = 0,
@@ -119,7 +122,8 @@ def train_cmd(
         arch_kwargs=parse_kv(arch_arg, "--arch-arg") | ({} if bias is None else {"bias": bias}), epochs=epochs, batch_size=batch_size, lr=lr,
         optimizer=optimizer, momentum=momentum, schedule=schedule, weight_decay=weight_decay,
         label_smoothing=label_smoothing, loss=loss, seed=seed, val_split=val_split, folds=folds, fold=fold,
-        snapshot_every=snapshot_every, flip=flip, translate=translate, amp=amp, compile=compile,
+        snapshot_every=snapshot_every, flip=flip, translate=translate, translate_pad=value(translate_pad), amp=amp,
+        compile=compile,
     )
     cfg.validate()
     if out is None:

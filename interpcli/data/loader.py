@@ -17,7 +17,9 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 
-__all__ = ["DeviceLoader", "augment_batch", "train_val_split", "epoch_generator"]
+__all__ = ["DeviceLoader", "augment_batch", "train_val_split", "epoch_generator", "TRANSLATE_PADS"]
+
+TRANSLATE_PADS = ("zero", "reflect")
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -25,19 +27,25 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch) * 7919 + 12345) % (2**63 - 1))
 
 
-def augment_batch(x: torch.Tensor, flip: bool, translate: int, gen: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, flip: bool, translate: int, gen: torch.Generator,
+                  pad: str = "zero") -> torch.Tensor:
     """Random horizontal flips and random translations by up to ``translate`` pixels.
 
-    Translations take a random crop of the reflect-padded image (as random-crop-with-
-    padding does), done for the whole batch with one gather.  Works on any dtype.
+    Translations take a random crop of the padded image (random crop with padding, as
+    torchvision's ``RandomCrop(size, padding=translate)``), done for the whole batch with
+    one gather.  ``pad``: ``zero`` (the default, torchvision's and the B-cos recipe's) or
+    ``reflect`` (edge replication on images not larger than ``translate``).  The shifts
+    drawn do not depend on ``pad``.  Works on any dtype.
     """
+    if pad not in TRANSLATE_PADS:
+        raise ConfigError(f"translation padding must be one of {', '.join(TRANSLATE_PADS)}; got '{pad}'")
     n, c, h, w = x.shape
     if flip:
         m = (torch.rand(n, generator=gen) < 0.5).to(x.device)
         x = torch.where(m[:, None, None, None], x.flip(-1), x)
     if translate > 0:
         r = translate
-        mode = "reflect" if min(h, w) > r else "replicate"
+        mode = "constant" if pad == "zero" else "reflect" if min(h, w) > r else "replicate"
         xp = F.pad(x.float() if x.dtype == torch.uint8 else x, (r, r, r, r), mode=mode).to(x.dtype)
         dy = torch.randint(0, 2 * r + 1, (n,), generator=gen).to(x.device)
         dx = torch.randint(0, 2 * r + 1, (n,), generator=gen).to(x.device)
@@ -56,6 +64,7 @@ class DeviceLoader:
         batch_size: the *global* batch size.  Under DistributedDataParallel each of
             ``world`` ranks takes its ``rank``-th share of every global batch.
         shuffle, drop_last, flip, translate: the usual meanings.
+        translate_pad: padding of translations, ``zero`` or ``reflect`` (see :func:`augment_batch`).
         seed: with the epoch number, fixes the order and the augmentation.
         channels_last: memory format of the batches (faster convolutions on CUDA).
     """
@@ -63,13 +72,15 @@ class DeviceLoader:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device | str = "cpu",
                  shuffle: bool = False, drop_last: bool = False, flip: bool = False, translate: int = 0,
                  seed: int = 0, rank: int = 0, world: int = 1, channels_last: bool = False,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, translate_pad: str = "zero"):
         if batch_size <= 0:
             raise ConfigError("batch size must be positive")
+        if translate_pad not in TRANSLATE_PADS:
+            raise ConfigError(f"translation padding must be one of {', '.join(TRANSLATE_PADS)}; got '{translate_pad}'")
         self.x = x.to(device)
         self.y = y.to(device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.flip, self.translate, self.seed = flip, translate, seed
+        self.flip, self.translate, self.translate_pad, self.seed = flip, translate, translate_pad, seed
         self.rank, self.world = rank, world
         self.channels_last, self.dtype = channels_last, dtype
         self.epoch = 0
@@ -92,7 +103,7 @@ class DeviceLoader:
                 idx = idx[self.rank :: self.world]
             xb = self.x[idx]
             if self.flip or self.translate:
-                xb = augment_batch(xb, self.flip, self.translate, gen)
+                xb = augment_batch(xb, self.flip, self.translate, gen, self.translate_pad)
             xb = xb.to(self.dtype).div_(255)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..device import full_precision
 from ..errors import ConfigError, UnknownName
 from ..fastpath import fast_model_for_layer
 from ..inputs import as_targets
@@ -41,6 +42,8 @@ class MethodInfo:
         signed: values can be negative (diverging colour map) or not (sequential).
         needs_layer: takes a ``layer`` parameter (default: the arch's target layer).
         bcos_only: only for B-cos models.
+        complete: the attributions sum to f_t(x) - f_t(baseline) (``baseline`` and ``seed``
+            parameters); ``interp explain`` records the gap per row and warns when it is large.
         defaults: default parameters (documented, recorded in artifacts).
         paper: reference URL.
     """
@@ -54,6 +57,7 @@ class MethodInfo:
     signed: bool = True
     needs_layer: bool = False
     bcos_only: bool = False
+    complete: bool = False
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     paper: str | None = None
 
@@ -110,7 +114,8 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
         batch_size = auto_batch_size(model, x, per_item_factor=3.0 if info.uses_gradients else 1.0)
     run = _fast_model_for(model, info, kwargs, fast, compile) if (fast or compile) and isinstance(model, Classifier) \
         else model
-    out = info.fn(run, x, target, batch_size=batch_size, **kwargs)
+    with full_precision():  # no TF32 on CUDA: it moves attributions by ~1e-3 (docs/fidelity.md)
+        out = info.fn(run, x, target, batch_size=batch_size, **kwargs)
     return out.detach().float().contiguous()
 
 

@@ -72,7 +72,7 @@ _IG_METHODS = {"riemann": "riemann_middle", "gausslegendre": "gausslegendre"}
 
 
 @register_method("intgrad", description="Integrated Gradients from a black/blurred/uniform baseline",
-                 kind="gradient", uses_gradients=True,
+                 kind="gradient", uses_gradients=True, complete=True,
                  defaults={"steps": 64, "baseline": "black", "rule": "gausslegendre", "seed": 0},
                  paper="https://arxiv.org/abs/1703.01365")
 def intgrad(model, x, target, *, batch_size=None, steps=64, baseline="black", rule="gausslegendre", seed=0):

@@ -6,7 +6,9 @@
   (:func:`interpcli.occlusion.coverage_maps`).
 - ``rise``: Randomized Input Sampling for Explanation (Petsiuk, Das, Saenko, BMVC 2018,
   https://arxiv.org/abs/1806.07421): S_c = (1 / (N p)) Σ_i f_c(x ⊙ M_i) M_i with soft random
-  masks M_i (../shared/METHODS.md section 3).
+  masks M_i (../shared/METHODS.md section 3); masked pixels take ``fill``, by default the
+  input encoder's mean (:func:`interpcli.perturb.encoder_mean`), as the original code, which
+  multiplies the normalised image by the masks.
 
 The perturbed images go through :func:`interpcli.perturb.masked_scores` (batches of
 ``batch_size`` perturbed images under inference mode); occlusion of large images can use
@@ -22,7 +24,15 @@ import torch
 from ..errors import ConfigError
 from ..incremental import IncrementalUnsupported, get_plan, incremental_occlusion_scores
 from ..occlusion import coverage_maps
-from ..perturb import MaskSet, masked_scores, occlusion_positions, rise_masks, sliding_boxes, target_score
+from ..perturb import (
+    MaskSet,
+    encoder_mean,
+    masked_scores,
+    occlusion_positions,
+    rise_masks,
+    sliding_boxes,
+    target_score,
+)
 from ._registry import register_method
 
 _INCREMENTAL_MIN_SIZE = 128  # incremental="auto" from this image side on (below, it does not pay: benchmarks.md)
@@ -86,15 +96,32 @@ def occlusion(model, x, target, *, batch_size=None, window=8, stride=4, fill=0.0
     return coverage_maps(list(drop), [masks] * len(x), x.device)
 
 
+def _rise_fill(model, fill) -> torch.Tensor | float:
+    """RISE's fill in pixel space: ``mean`` = :func:`~interpcli.perturb.encoder_mean` (the
+    original multiplies the normalised input, so masked pixels take the dataset mean), ``zero``
+    = black, or a number."""
+    if fill == "mean":
+        return encoder_mean(model)
+    if fill == "zero":
+        return 0.0
+    try:
+        return float(fill)
+    except (TypeError, ValueError):
+        raise ConfigError(f"rise fill must be mean, zero or a number, not {fill!r}") from None
+
+
 @register_method("rise", description="RISE: random soft masks weighted by the class probability",
                  kind="perturbation", uses_gradients=False, signed=False,
-                 defaults={"n_masks": 6000, "s": 8, "p": 0.1, "score": "prob", "seed": 0},
+                 defaults={"n_masks": 6000, "s": 8, "p": 0.1, "score": "prob", "fill": "mean", "seed": 0},
                  paper="https://arxiv.org/abs/1806.07421")
-def rise(model, x, target, *, batch_size=None, n_masks=6000, s=8, p=0.1, score="prob", seed=0):
+def rise(model, x, target, *, batch_size=None, n_masks=6000, s=8, p=0.1, score="prob", fill="mean", seed=0):
     if score not in ("prob", "logit"):
         raise ConfigError("rise score must be prob or logit")
+    fillv = _rise_fill(model, fill)
+    fillv = fillv.to(x) if torch.is_tensor(fillv) else fillv
     masks = rise_masks(int(n_masks), int(s), float(p), tuple(x.shape[-2:]), seed, x.device)
-    # x ⊙ M keeps the masked-in pixels: "replace by 0 where 1 - M", i.e. fill 0 with masks 1 - M.
-    scores = torch.stack(masked_scores(model, x, 1 - masks, 0.0, target_score(target, score == "prob"),
+    # x ⊙ M + fill ⊙ (1 - M) keeps the masked-in pixels: "replace by the fill where 1 - M".  With
+    # fill = the encoder's mean this is the original's normalise(x) ⊙ M in the network's input space.
+    scores = torch.stack(masked_scores(model, x, 1 - masks, fillv, target_score(target, score == "prob"),
                                        batch_size=batch_size))  # (N, K)
     return (torch.einsum("nk,khw->nhw", scores, masks[:, 0]) / (n_masks * p))[:, None]

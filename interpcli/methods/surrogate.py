@@ -32,7 +32,7 @@ from ..perturb import MaskSet, make_baseline, masked_scores, target_score
 from ..segments import region_means, superpixels
 from ._registry import register_method
 
-__all__ = ["weighted_ridge", "constrained_lstsq", "lime_samples", "kernelshap_samples", "lime_weights"]
+__all__ = ["weighted_ridge", "constrained_lstsq", "lime_samples", "kernelshap_samples", "lime_weights", "fill_image"]
 
 # --- surrogate fits ---------------------------------------------------------------------------
 
@@ -155,7 +155,7 @@ def kernelshap_samples(counts: torch.Tensor, n_samples: int,
 
 # --- forward passes ---------------------------------------------------------------------------
 
-def _fill_image(x: torch.Tensor, labels: torch.Tensor, fill) -> torch.Tensor | float:
+def fill_image(x: torch.Tensor, labels: torch.Tensor, fill) -> torch.Tensor | float:
     if fill == "superpixel":
         return region_means(x, labels)
     if fill == "mean":
@@ -225,7 +225,7 @@ def lime(model, x, target, *, batch_size=None, n_samples=1000, n_segments=50, se
         raise ConfigError("lime needs n_samples >= 1, kernel_width > 0 and alpha >= 0")
     labels, counts = _features(x, n_segments, segmentation, compactness)
     z = lime_samples(counts, int(n_samples), seed)
-    fillv = _fill_image(x, labels, fill)
+    fillv = fill_image(x, labels, fill)
     rows = torch.full((len(x),), int(n_samples))
     y = _pattern_scores(model, x, target, labels, z, rows, fillv, batch_size, score == "prob")
     coef, _ = weighted_ridge(z, y, lime_weights(z, counts, kernel_width), alpha)
@@ -245,7 +245,7 @@ def kernelshap(model, x, target, *, batch_size=None, n_samples=512, n_segments=5
         raise ConfigError("kernelshap needs n_samples >= 2 (the full and the empty coalition)")
     labels, counts = _features(x, n_segments, segmentation, compactness)
     z, w, rows = kernelshap_samples(counts, int(n_samples), seed)
-    fillv = _fill_image(x, labels, fill)
+    fillv = fill_image(x, labels, fill)
     y = _pattern_scores(model, x, target, labels, z, rows, fillv, batch_size, score == "prob")
     f_full, f_empty = y[:, 0], y[:, 1]
     valid = torch.arange(z.shape[-1]) < counts[:, None]

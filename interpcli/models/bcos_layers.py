@@ -112,8 +112,11 @@ class BcosLinear(Detachable):
 class BatchNormUncentered2d(Detachable):
     """``γ · x / sqrt(Var_batch(x) + eps)``: BatchNorm without centring or bias (B-cos v2).
 
-    Training uses the batch variance (of detached x in explanation mode) and updates
-    ``running_var``; evaluation divides by ``running_var``, a constant.
+    Training uses the (biased) batch variance (of detached x in explanation mode) and updates
+    ``running_var`` with that same biased variance, as the official B-cos v2 code
+    (``bcos/modules/norms/uncentered_norms/batchnorm_uncentered.py``; unlike
+    ``nn.BatchNorm2d``, which stores the unbiased one); evaluation divides by
+    ``running_var``, a constant.
     """
 
     def __init__(self, c: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
@@ -126,9 +129,8 @@ class BatchNormUncentered2d(Detachable):
         if self.training:
             src = x.detach() if self.explain else x
             var = src.var(dim=(0, 2, 3), unbiased=False)
-            with torch.no_grad():
-                n = x.numel() / x.shape[1]
-                self.running_var.lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+            with torch.no_grad():  # the biased batch variance, as B-cos v2's running_var update
+                self.running_var.mul_(1 - self.momentum).add_(var.detach(), alpha=self.momentum)
         else:
             var = self.running_var
         y = x / (var + self.eps).sqrt().view(1, -1, 1, 1)

@@ -66,6 +66,10 @@ class PulseCNN(nn.Module):
     25x25 convolution down to one channel, 2x2 max pooling, tiny dropout and fully
     connected layers 4096 -> 1024 -> 3 with tanh (``pulse-cnn-paper``).  The default
     ``pulse-cnn`` is a smaller, easier-to-train member of the same family.
+
+    ``dropout`` is applied to the pooled features (before the first fully connected layer),
+    as in the study, and also before ``fc`` when ``dropout_before_fc`` (``pulse-cnn``'s
+    behaviour; the study's model applies it once).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class PulseCNN(nn.Module):
         activation: str = "relu",
         output_activation: str | None = None,
         dropout: float = 0.0,
+        dropout_before_fc: bool = True,
     ):
         super().__init__()
         if activation not in _ACTS or (output_activation is not None and output_activation not in _ACTS):
@@ -96,6 +101,7 @@ class PulseCNN(nn.Module):
             raise ValueError("kernels too large for the input")
         self.num_features = conv2_channels * oh * ow
         self.dropout = nn.Dropout(dropout)
+        self.dropout_before_fc = dropout_before_fc
         layers: list[nn.Module] = []
         prev = self.num_features
         for i, n in enumerate(hidden):
@@ -110,8 +116,8 @@ class PulseCNN(nn.Module):
         return self.pool(self.relu2(self.conv2(x)))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(torch.flatten(x, 1))
-        return self.out_act(self.fc(self.dropout(self.hidden(x))))
+        x = self.hidden(self.dropout(torch.flatten(x, 1)))
+        return self.out_act(self.fc(self.dropout(x) if self.dropout_before_fc else x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -147,7 +153,9 @@ def pulse_cnn(
     "pulse-cnn-paper", description="waveform CNN as in the study: 5 25x25 kernels, 25x25 conv, fc 4096-1024, tanh",
     default_input=(1, 100, 100), target_layer="conv2", first_layer="conv1", paper=_SEED,
     classifier_layer="fc", feature_layer="hidden",
-    recipe=dict(optimizer="sgd", lr=0.1, momentum=0.0, loss="l1", batch_size=1000, schedule="constant", augment=False),
+    # The study's recipe (../shared/seeds/003): plain SGD, no weight decay.
+    recipe=dict(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, loss="l1", batch_size=1000,
+                schedule="constant", augment=False),
 )
 def pulse_cnn_paper(
     num_classes: int,
@@ -158,4 +166,5 @@ def pulse_cnn_paper(
     dropout: float = 0.01,
 ) -> nn.Module:
     return PulseCNN(num_classes, input_shape, kernels, kernel_size, conv2_channels=1, conv2_kernel=kernel_size, pool=2,
-                    hidden=tuple(hidden), activation="tanh", output_activation="tanh", dropout=dropout)
+                    hidden=tuple(hidden), activation="tanh", output_activation="tanh", dropout=dropout,
+                    dropout_before_fc=False)

@@ -289,7 +289,7 @@ def smp_conjdisj(num_classes: int, input_shape: tuple[int, int, int], width: int
 
 @register_model(
     "smp-directional", description="white-box: conv10 -> maxpool3 -> BN -> GELU -> conv4 -> global max -> SoftMaxPool",
-    default_input=(3, 32, 32), target_layer="features.conv2", first_layer="features.conv1", family="whitebox",
+    default_input=(3, 32, 32), target_layer="features.act1", first_layer="features.conv1", family="whitebox",
     classifier_layer="head", feature_layer="features",
     paper=_LOG, recipe=_RECIPE,
 )
@@ -311,7 +311,7 @@ def smp_directional(num_classes: int, input_shape: tuple[int, int, int], width: 
 
 @register_model(
     "smp-gumbel", description="white-box: conv10 -> maxpool5/10 -> BN -> GELU -> GumbelConv3 -> max -> SoftMaxPool",
-    default_input=(3, 32, 32), target_layer="features.conv2", first_layer="features.conv1", family="whitebox",
+    default_input=(3, 32, 32), target_layer="features.act1", first_layer="features.conv1", family="whitebox",
     classifier_layer="head", feature_layer="features",
     paper=_LOG, recipe=_RECIPE,
 )

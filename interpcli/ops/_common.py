@@ -12,11 +12,13 @@ from ..models import Classifier
 __all__ = ["open_checkpoint", "checkpoint_record"]
 
 
-def open_checkpoint(checkpoint: str | os.PathLike, device: str = "auto", seed: int | None = None) -> Classifier:
+def open_checkpoint(checkpoint: str | os.PathLike, device: str = "auto", seed: int | None = None,
+                    tf32: bool = False) -> Classifier:
     """The checkpoint's model in eval mode on ``device`` (``auto``: cuda > mps > cpu), with the
-    device's backends configured and every generator seeded with ``seed`` (if given)."""
+    device's backends configured (TF32 on CUDA only if ``tf32``: explanations run in full float32)
+    and every generator seeded with ``seed`` (if given)."""
     dev = resolve_device(device)
-    configure_backends(dev)
+    configure_backends(dev, tf32=tf32)
     if seed is not None:
         seed_everything(seed)
     return load_model(checkpoint, dev)

@@ -17,7 +17,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | None = Non
                         split: str = "test", device: str = "auto", batch_size: int = 1000) -> dict[str, Any]:
     """Accuracy, per-class accuracy and confusion matrix of a checkpoint on a dataset split
     (default: the dataset it was trained on)."""
-    model = open_checkpoint(checkpoint, device)
+    model = open_checkpoint(checkpoint, device, tf32=True)
     ds, name = checkpoint_dataset(model.meta, dataset, data_dir)
     if tuple(ds.input_shape) != tuple(model.input_shape):
         raise ConfigError(f"dataset '{name}' has images {tuple(ds.input_shape)} but the model expects "

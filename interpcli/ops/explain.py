@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from ..device import model_device
 from ..inputs import Inputs, InputSpec, resolve_targets
 from ..methods import attribute, get_method
 from ..models.bcos import contributions
+from ..perturb import make_baseline
 from ..viz import bcos_rgba
 from ._common import checkpoint_record, open_checkpoint
 
@@ -59,13 +61,30 @@ def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "
         used[info.name] = {**info.defaults, **mine}
         if progress is not None:
             progress(len(used), info.name)
-    extras = {}
+    extras = _completeness_gaps(model, x, targets, logits[rows], maps, used, infos)
     if "bcos" in maps:  # the papers' colour picture of W(x) needs the six-channel map
         e = contributions(model, x.to(dev), targets.to(dev))
         extras["bcos_rgba"] = np.stack([bcos_rgba(w, c.sum(0)) for w, c in
                                         zip(e.weights.cpu().numpy(), e.contributions.cpu().numpy())]).astype(np.float32)
     return Attributions(x, targets, inputs.labels[rows], logits[rows], [inputs.sources[int(r)] for r in rows],
                         maps, used, {i.name: i.signed for i in infos}, list(model.classes), extras=extras)
+
+
+def _completeness_gaps(model, x, targets, logits, maps, used, infos) -> dict[str, np.ndarray]:
+    """``completeness_gap_<method>`` (M,): |sum(attr) - (f_t(x) - f_t(baseline))| / max(1, |Δf|) of
+    every method that promises completeness, from the baseline it used; one warning for gaps > 1e-3."""
+    gaps, large = {}, []
+    for info in (i for i in infos if i.complete):
+        base = make_baseline(used[info.name]["baseline"], x, used[info.name]["seed"])
+        delta = (logits - logits_of(model, base)).gather(1, targets[:, None].cpu())[:, 0].double()
+        gap = (maps[info.name].double().sum((1, 2, 3)) - delta).abs() / delta.abs().clamp_min(1)
+        gaps[f"completeness_gap_{info.name}"] = gap.float().numpy()
+        if float(gap.max()) > 1e-3:
+            large.append(f"{info.name} {float(gap.max()):.2g}")
+    if large:
+        warnings.warn("attributions do not sum to f(x) - f(baseline) (largest relative gap): " + ", ".join(large)
+                      + "; recorded as completeness_gap_<method> in the result", stacklevel=3)
+    return gaps
 
 
 def explain_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | None, methods: Sequence[str], *,

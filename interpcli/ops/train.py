@@ -100,7 +100,8 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, dev: torch.device, 
     bs = min(cfg.batch_size, len(y_tr))
     drop_last = world > 1 or len(y_tr) % bs == 1  # BatchNorm cannot train on a batch of one
     loader = DeviceLoader(x_tr, y_tr, bs, dev, shuffle=True, drop_last=drop_last, flip=cfg.flip,
-                          translate=cfg.translate, seed=cfg.seed, rank=rank, world=world, channels_last=channels_last)
+                          translate=cfg.translate, translate_pad=cfg.translate_pad, seed=cfg.seed, rank=rank,
+                          world=world, channels_last=channels_last)
     if len(loader) == 0:
         raise ConfigError(f"not enough training images ({len(y_tr)}) for one batch of {bs} on {world} processes")
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..data import get_dataset_info
+from ..data.loader import TRANSLATE_PADS
 from ..errors import ConfigError
 from ..models import get_model_info
 
-__all__ = ["TrainConfig", "TrainResult", "Reporter", "Silent", "OPTIMIZERS", "SCHEDULES", "LOSSES"]
+__all__ = ["TrainConfig", "TrainResult", "Reporter", "Silent", "OPTIMIZERS", "SCHEDULES", "LOSSES", "TRANSLATE_PADS"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
@@ -41,6 +42,8 @@ class TrainConfig:
         val_split / folds, fold: held-out validation inside the training split (stratified).
         snapshot_every: store the first layer's kernels every N optimiser steps (0: never).
         flip, translate: training augmentation; ``None`` uses the dataset's default.
+        translate_pad: how translations pad the image: ``zero`` (random crop with zero
+            padding, as torchvision's ``RandomCrop(padding=...)``) or ``reflect``.
         amp: bf16 autocast on CUDA.  channels_last: memory format of weights and batches (``None``: on).
     """
 
@@ -66,6 +69,7 @@ class TrainConfig:
     snapshot_every: int = 0
     flip: bool | None = None
     translate: int | None = None
+    translate_pad: str = "zero"
     eval_batch_size: int = 1000
     amp: bool = True
     channels_last: bool | None = None
@@ -113,6 +117,8 @@ class TrainConfig:
             raise ConfigError("--snapshot-every must be >= 0")
         if self.translate is not None and self.translate < 0:
             raise ConfigError("--translate must be >= 0")
+        if self.translate_pad not in TRANSLATE_PADS:
+            raise ConfigError(f"unknown --translate-pad '{self.translate_pad}'; valid: {', '.join(TRANSLATE_PADS)}")
         if self.eval_batch_size <= 0:
             raise ConfigError("eval batch size must be positive")
 

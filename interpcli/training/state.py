@@ -7,6 +7,7 @@ the epoch, step and history after the last finished epoch, and the input encodin
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,9 @@ def load_state(path: Path, cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], d
     tensors, meta = artifacts.load_tensors(path)
     if meta.get("kind") != "train-state":
         raise ArtifactError(f"'{path}' is not a training state file")
-    old = meta["config"]
+    # A key the older state lacks (an option added since) holds its default there.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    old = {**defaults, **meta["config"]}
     diff = [k for k, v in cfg.to_dict().items() if k not in RESUME_IGNORED and old.get(k) != v]
     if diff:
         desc = ", ".join(f"{k} ({old.get(k)!r} before, {getattr(cfg, k)!r} now)" for k in diff[:4])
