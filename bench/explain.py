@@ -155,12 +155,15 @@ def main() -> None:
     ap.add_argument("--fastpath", action="store_true",
                     help="also time each method with fast=False (runs alternating): speedup_fastpath")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "explain.json")
+    ap.add_argument("--tf32", action="store_true",
+                    help="CUDA: TF32 for ours, the references and the pass-count units alike (default: full float32)")
     args = ap.parse_args()
     device = resolve_device(args.device)
-    configure_backends(device)
+    configure_backends(device, tf32=args.tf32)  # the references and units run under the same precision as ours
     overrides = {k: _value(v) for k, v in (p.split("=", 1) for p in args.param)}
     report = {"benchmark": "explain", "device": str(device), "threads": torch.get_num_threads(),
               "batch_size": args.batch_size, "torch": torch.__version__, "fastpath_compared": args.fastpath,
+              "tf32": args.tf32,
               "results": {}}
     for arch in args.archs:
         info = get_model_info(arch)
@@ -193,13 +196,14 @@ def main() -> None:
             params = {**mi.defaults, **{k: v for k, v in overrides.items() if k in mi.defaults}}
             kw = {k: v for k, v in params.items() if k in overrides}
             if args.fastpath:  # median of alternating runs; the min-based ratio is kept as a check on noise
-                tf, tn = timed_pair(lambda: attribute(model, x, t, name, **kw),
-                                    lambda: attribute(model, x, t, name, fast=False, **kw), max(args.repeats, 3))
+                tf, tn = timed_pair(lambda: attribute(model, x, t, name, tf32=args.tf32, **kw),
+                                    lambda: attribute(model, x, t, name, fast=False, tf32=args.tf32, **kw),
+                                    max(args.repeats, 3))
                 sec = statistics.median(tf)
                 fp = {"seconds_no_fastpath": statistics.median(tn), "speedup_fastpath": statistics.median(tn) / sec,
                       "speedup_fastpath_min": min(tn) / min(tf)}
             else:
-                sec, fp = timed(lambda: attribute(model, x, t, name, **kw), args.repeats), {}
+                sec, fp = timed(lambda: attribute(model, x, t, name, tf32=args.tf32, **kw), args.repeats), {}
             row = {"seconds": sec, "images_per_s": args.batch_size / sec, "forward_equivalents": sec / unit["F"],
                    "params": params, **fp}
             mp = minimum_passes(name, params, tuple(x.shape[-2:]))

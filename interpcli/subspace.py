@@ -73,17 +73,21 @@ def subspace_distance(p: torch.Tensor, q: torch.Tensor, angles: str | int = "all
 
 
 def vector_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
-    """Distance of feature vectors (..., d): ``cosine`` 1 - cos, ``cos2`` 1 - cos², ``l2`` ‖â - b̂‖."""
-    an = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    bn = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    """Distance of feature vectors (..., d): ``cosine`` 1 - cos, ``cos2`` 1 - cos², ``l2`` ‖â - b̂‖.
+
+    Computed in float64 from the chord h = ‖â - b̂‖ (1 - cos = h²/2, 1 - cos² = (1 - cos)(1 + cos)),
+    which has no cancellation: distances of nearly parallel vectors keep their relative precision
+    (1 - cos from the dot product loses it below ~1e-7 in float32)."""
+    if kind not in DISTANCES:
+        raise ConfigError(f"unknown distance '{kind}'; use {', '.join(DISTANCES)}")
+    a, b = a.double(), b.double()
+    an = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    bn = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    h = (an - bn).norm(dim=-1)
     if kind == "l2":
-        return (an - bn).norm(dim=-1)
-    cos = (an * bn).sum(-1).clamp(-1.0, 1.0)
-    if kind == "cosine":
-        return 1.0 - cos
-    if kind == "cos2":
-        return 1.0 - cos.pow(2)
-    raise ConfigError(f"unknown distance '{kind}'; use {', '.join(DISTANCES)}")
+        return h
+    one_minus_cos = (0.5 * h.pow(2)).clamp(0.0, 2.0)
+    return one_minus_cos if kind == "cosine" else one_minus_cos * (2.0 - one_minus_cos)
 
 
 def difference_subspace(bases: list[torch.Tensor] | torch.Tensor, dim: int | float,

@@ -121,3 +121,15 @@ def test_vector_distances():
     assert float(vector_distance(a, -a, "cos2")) == pytest.approx(0.0, abs=1e-6)  # sign-blind
     with pytest.raises(ConfigError):
         vector_distance(a, b, "manhattan")
+
+
+def test_tiny_vector_distances_keep_their_precision_from_float32_features():
+    # the dot product in float32 rounds 1 - cos = 5e-7 to 0 or to 6e-8 steps; the chord does not
+    theta = 1e-3
+    a = torch.tensor([[3.0, 1.0, 2.0]])
+    u = a / a.norm()
+    v = torch.tensor([[1.0, -3.0, 0.0]]) / math.sqrt(10)  # orthogonal to u
+    b = (math.cos(theta) * u + math.sin(theta) * v) * 7.0
+    assert float(vector_distance(a, b, "cosine")) == pytest.approx(1 - math.cos(theta), rel=1e-2)
+    assert float(vector_distance(a, b, "cos2")) == pytest.approx(math.sin(theta) ** 2, rel=1e-2)
+    assert float(vector_distance(a, b, "l2")) == pytest.approx(2 * math.sin(theta / 2), rel=1e-3)

@@ -26,7 +26,8 @@ from ..models import list_models
 
 __all__ = ["choice", "value", "parse_kv", "method_params", "input_spec", "ArchChoice", "DatasetChoice",
            "MethodChoice", "DeviceOpt", "JsonOpt", "QuietOpt", "DataDirOpt", "CheckpointArg", "ImagesArg", "DatasetOpt",
-           "SplitOpt", "IndicesOpt", "NpzOpt", "PngOpt", "BatchSizeOpt", "FastOpt", "CompileOpt", "SeedOpt"]
+           "SplitOpt", "IndicesOpt", "NpzOpt", "PngOpt", "BatchSizeOpt", "FastOpt", "CompileOpt", "TF32Opt",
+           "SeedOpt"]
 
 
 def choice(name: str, values: Iterable[str]) -> type[enum.Enum]:
@@ -122,5 +123,8 @@ BatchSizeOpt = Annotated[Optional[int], typer.Option(
 FastOpt = Annotated[bool, typer.Option(
     "--fast/--no-fast", help="Eval fast path: BatchNorm folded into the convolutions, channels_last (same results "
     "to float rounding).", rich_help_panel=_PERF)]
+TF32Opt = Annotated[bool, typer.Option(
+    "--tf32", help="CUDA only: TF32 matmuls and convolutions, 2-3x faster on recent GPUs but ~1e-3 relative error "
+    "(completeness identities then hold to ~1e-3 only); default full float32.", rich_help_panel=_PERF)]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="Also torch.compile the model (slow first call; pays off "
                                           "on many images).", rich_help_panel=_PERF)]

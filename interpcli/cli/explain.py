@@ -28,6 +28,7 @@ from ._options import (
     QuietOpt,
     SeedOpt,
     SplitOpt,
+    TF32Opt,
     input_spec,
     method_params,
     value,
@@ -54,6 +55,7 @@ def explain_cmd(
     batch_size: BatchSizeOpt = None,
     fast: FastOpt = True,
     compile_: CompileOpt = False,
+    tf32: TF32Opt = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -85,7 +87,7 @@ def explain_cmd(
         task = bar.add_task("explaining", total=len(methods))
         result, files = explain_checkpoint(
             checkpoint, out_dir, methods, inputs=input_spec(images, npz, dataset, data_dir, split, indices),
-            target=target, params=params, batch_size=batch_size, fast=fast, compile=compile_, seed=seed,
+            target=target, params=params, batch_size=batch_size, fast=fast, compile=compile_, tf32=tf32, seed=seed,
             device=device, png=png, progress=lambda i, name: bar.update(task, completed=i, description=f"{name} done"))
     if json_out:
         print_json({"files": [str(f) for f in files], "methods": methods, "n": len(result)})

@@ -11,6 +11,7 @@ function and its import in ``methods/__init__.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -87,7 +88,7 @@ def get_method(name: str) -> MethodInfo:
 
 
 def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | int, method: str,
-              batch_size: int | None = None, *, fast: bool = True, compile: bool = False,
+              batch_size: int | None = None, *, fast: bool = True, compile: bool = False, tf32: bool = False,
               **params: Any) -> torch.Tensor:
     """Attributions of ``method`` for ``target`` (an int or (N,) classes) on images ``x``.
 
@@ -96,7 +97,9 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
     (default) a :class:`~interpcli.models.Classifier` runs on the eval fast path
     (:func:`interpcli.fastpath.fast_model`: BatchNorm folded into the convolutions,
     channels_last; a cached copy, the model itself is not modified); ``compile`` also
-    compiles that copy with ``torch.compile``.  Other modules run as given.  Without
+    compiles that copy with ``torch.compile``.  Other modules run as given.  On CUDA the method
+    runs in full float32 (no TF32 in matmuls and convolutions) unless ``tf32``: TF32 is 2-3x
+    faster on recent GPUs but moves attributions by ~1e-3 relative.  Without
     ``batch_size``, CUDA runs pick one from the free memory (:func:`~._common.auto_batch_size`);
     other devices use each method's default.
     """
@@ -114,7 +117,8 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
         batch_size = auto_batch_size(model, x, per_item_factor=3.0 if info.uses_gradients else 1.0)
     run = _fast_model_for(model, info, kwargs, fast, compile) if (fast or compile) and isinstance(model, Classifier) \
         else model
-    with full_precision():  # no TF32 on CUDA: it moves attributions by ~1e-3 (docs/fidelity.md)
+    # Full float32 on CUDA unless ``tf32``: TF32 moves attributions by ~1e-3 (docs/fidelity.md).
+    with contextlib.nullcontext() if tf32 else full_precision():
         out = info.fn(run, x, target, batch_size=batch_size, **kwargs)
     return out.detach().float().contiguous()
 

@@ -40,7 +40,7 @@ def logits_of(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tenso
 
 def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "pred",
             params: dict[str, dict[str, Any]] | None = None, batch_size: int | None = None, *,
-            fast: bool = True, compile: bool = False,
+            fast: bool = True, compile: bool = False, tf32: bool = False,
             progress: Callable[[int, str], None] | None = None) -> Attributions:
     """Attributions of every method for the requested targets (the model is used in eval mode).
 
@@ -57,7 +57,7 @@ def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "
     for info in infos:
         mine = params.get(info.name, {})
         maps[info.name] = attribute(model, x.to(dev), targets.to(dev), info.name, batch_size=batch_size,
-                                    fast=fast, compile=compile, **mine).cpu()
+                                    fast=fast, compile=compile, tf32=tf32, **mine).cpu()
         used[info.name] = {**info.defaults, **mine}
         if progress is not None:
             progress(len(used), info.name)
@@ -90,7 +90,8 @@ def _completeness_gaps(model, x, targets, logits, maps, used, infos) -> dict[str
 def explain_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | None, methods: Sequence[str], *,
                        inputs: InputSpec | None = None, target: str | int = "pred",
                        params: dict[str, dict[str, Any]] | None = None, batch_size: int | None = None,
-                       fast: bool = True, compile: bool = False, seed: int = 0, device: str = "auto",
+                       fast: bool = True, compile: bool = False, tf32: bool = False, seed: int = 0,
+                       device: str = "auto",
                        png: bool = True, progress: Callable[[int, str], None] | None = None,
                        ) -> tuple[Attributions, list[Path]]:
     """Explain the checkpoint's predictions on ``inputs`` (default: 8 test images of its dataset)
@@ -106,6 +107,6 @@ def explain_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | N
         if "seed" in get_method(m).defaults:
             params[m].setdefault("seed", seed)
     result = explain(model, (inputs or InputSpec()).load(model), methods, target, params, batch_size, fast=fast,
-                     compile=compile, progress=progress)
+                     compile=compile, tf32=tf32, progress=progress)
     result.checkpoint = checkpoint_record(checkpoint, model)
     return result, (result.save(out, png=png) if out is not None else [])
