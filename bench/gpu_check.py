@@ -123,7 +123,8 @@ def train_rows(dev: str, data: str, epochs: int, out: Path) -> list[dict]:
         ckpt = out / f"{arch}.safetensors"
         t0 = time.perf_counter()
         res = train(TrainConfig(arch=arch, dataset=data, epochs=epochs, batch_size=256,
-                                lr=0.2 if arch == "resnet20" else 2e-3), out=ckpt, device=dev)
+                                lr=0.2 if arch == "resnet20" else 2e-3), out=ckpt, device=dev,
+                    force=True)  # a scratch folder: a rerun replaces its checkpoints
         row = {"train": arch, "epochs": epochs, "seconds": time.perf_counter() - t0,
                "images_per_s_last_epoch": res.history[-1]["images_per_s"], "test_acc": res.metrics.get("test_acc")}
         rows.append(row)

@@ -5,56 +5,95 @@ public API below is what every command calls::
 
     from interpcli import load_model, load_dataset, train, TrainConfig, evaluate, attribute
     from interpcli import explain_checkpoint, occlude_checkpoint, Attributions, InputSpec
+
+``import interpcli`` is cheap: each name is imported from its module on first use (PEP 562
+``__getattr__`` below), so ``interp --version`` and ``interp info`` never load torch.
 """
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .artifacts import (  # noqa: E402
-    CHECKPOINT_FORMAT_VERSION,
-    load_checkpoint,
-    load_model,
-    read_metadata,
-    save_checkpoint,
-)
-from .attributions import Attributions  # noqa: E402
-from .data import list_datasets, load_dataset  # noqa: E402
-from .device import resolve_device, seed_everything  # noqa: E402
-from .errors import InterpError  # noqa: E402
-from .evaluate import evaluate  # noqa: E402
-from .inputs import Inputs, InputSpec  # noqa: E402
-from .methods import attribute, get_method, list_methods  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
-from .ops.evaluate import evaluate_checkpoint  # noqa: E402
-from .ops.explain import explain, explain_checkpoint  # noqa: E402
-from .ops.occlude import occlude_checkpoint  # noqa: E402
-from .ops.train import train  # noqa: E402
-from .training import TrainConfig  # noqa: E402
+# name -> the module that defines it (imported on first access)
+_LAZY = {
+    "InterpError": ".errors",
+    "resolve_device": ".device",
+    "seed_everything": ".device",
+    "CHECKPOINT_FORMAT_VERSION": ".metadata",
+    "read_metadata": ".metadata",
+    "save_checkpoint": ".artifacts",
+    "load_checkpoint": ".artifacts",
+    "load_model": ".artifacts",
+    "list_datasets": ".data",
+    "load_dataset": ".data",
+    "create_model": ".models",
+    "list_models": ".models",
+    "TrainConfig": ".training",
+    "train": ".ops.train",
+    "evaluate": ".evaluate",
+    "evaluate_checkpoint": ".ops.evaluate",
+    "attribute": ".methods",
+    "get_method": ".methods",
+    "list_methods": ".methods",
+    "Attributions": ".attributions",
+    "Inputs": ".inputs",
+    "InputSpec": ".inputs",
+    "explain": ".ops.explain",
+    "explain_checkpoint": ".ops.explain",
+    "occlude_checkpoint": ".ops.occlude",
+}
 
-__all__ = [
-    "__version__",
-    "InterpError",
-    "resolve_device",
-    "seed_everything",
-    "CHECKPOINT_FORMAT_VERSION",
-    "save_checkpoint",
-    "load_checkpoint",
-    "load_model",
-    "read_metadata",
-    "list_datasets",
-    "load_dataset",
-    "create_model",
-    "list_models",
-    "TrainConfig",
-    "train",
-    "evaluate",
-    "evaluate_checkpoint",
-    "attribute",
-    "get_method",
-    "list_methods",
-    "Attributions",
-    "Inputs",
-    "InputSpec",
-    "explain",
-    "explain_checkpoint",
-    "occlude_checkpoint",
-]
+__all__ = ["__version__", "InterpError", "resolve_device", "seed_everything", "CHECKPOINT_FORMAT_VERSION",
+           "save_checkpoint", "load_checkpoint", "load_model", "read_metadata", "list_datasets", "load_dataset",
+           "create_model", "list_models", "TrainConfig", "train", "evaluate", "evaluate_checkpoint", "attribute",
+           "get_method", "list_methods", "Attributions", "Inputs", "InputSpec", "explain", "explain_checkpoint",
+           "occlude_checkpoint"]  # = "__version__" and the keys of _LAZY (a test checks)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'interpcli' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """Keeps the function ``interpcli.evaluate`` when the submodule of that name is imported
+    (Python would otherwise bind the module over it, as an eager ``from .evaluate import
+    evaluate`` used to prevent)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _LAZY:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
+    from .artifacts import load_checkpoint, load_model, save_checkpoint
+    from .attributions import Attributions
+    from .data import list_datasets, load_dataset
+    from .device import resolve_device, seed_everything
+    from .errors import InterpError
+    from .evaluate import evaluate
+    from .inputs import Inputs, InputSpec
+    from .metadata import CHECKPOINT_FORMAT_VERSION, read_metadata
+    from .methods import attribute, get_method, list_methods
+    from .models import create_model, list_models
+    from .ops.evaluate import evaluate_checkpoint
+    from .ops.explain import explain, explain_checkpoint
+    from .ops.occlude import occlude_checkpoint
+    from .ops.train import train
+    from .training import TrainConfig

@@ -7,6 +7,8 @@ leaves a half-written artifact (the previous version, if any, stays intact).
 A checkpoint is one ``.safetensors`` file.  Its header metadata (``Dict[str, str]``)
 holds a single key, ``interp``, whose value is a JSON object describing everything
 needed to rebuild and use the model (see ``docs/artifacts.md``).  Nothing is pickled.
+Reading that header and the JSON encoding live in :mod:`interpcli.metadata` (no torch, so
+``interp info`` starts fast); they are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,44 +33,71 @@ from safetensors.torch import save as _st_save
 
 from . import __version__
 from .errors import ArtifactError, ConfigError
+from .metadata import (
+    CHECKPOINT_FORMAT_VERSION,
+    META_KEY,
+    dumps,
+    existing_file,
+    meta_from_header,
+    parse_header,
+    read_metadata,
+)
 from .models import Classifier
 
-__all__ = [
-    "CHECKPOINT_FORMAT_VERSION",
-    "atomic_write",
-    "write_bytes",
-    "check_output_path",
-    "save_checkpoint",
-    "load_checkpoint",
-    "load_model",
-    "read_metadata",
-    "save_tensors",
-    "load_tensors",
-    "save_json",
-    "save_npz",
-    "load_npz",
-    "save_png",
-    "sha256_file",
-]
-
-CHECKPOINT_FORMAT_VERSION = 1
-_META_KEY = "interp"
+__all__ = ["CHECKPOINT_FORMAT_VERSION", "atomic_write", "write_bytes", "check_output_path", "check_folder",
+           "file_mode", "folder_mode", "read_npz_arrays", "save_checkpoint", "load_checkpoint", "load_model",
+           "read_metadata", "save_tensors", "load_tensors", "save_json", "save_npz", "load_npz", "save_png",
+           "sha256_file"]
 
 
 # ----------------------------------------------------------------------------------------
 #   Atomic writes
 # ----------------------------------------------------------------------------------------
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Validate an output file path before any work is done: its folder must exist."""
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it: set it and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode of a new file under the current umask (0o644 with umask 022), as ``open`` would give."""
+    return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    """The mode of a new folder under the current umask (0o755 with umask 022), as ``mkdir`` would give."""
+    return 0o777 & ~_umask()
+
+
+def check_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """The folder ``folder`` must exist, be a folder and take new files: a temporary file is
+    created there and removed (``os.access`` says yes to root on read-only places)."""
+    d = Path(folder) if str(folder) else Path(".")
+    if not d.is_dir():
+        up = next((a for a in [d, *d.parents] if a.exists()), None)
+        if up is not None and not up.is_dir():
+            where = "" if up == d else f" cannot be created: '{up}'"
+            raise ConfigError(f"{what} '{d}'{where} is a file, not a folder")
+        raise ConfigError(f"{what} '{d}' does not exist; create it first")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".interp-probe-", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{what} '{d}' is not writable: cannot create a file there ({e.strerror})") from None
+    return d
+
+
+def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
+    """Validate an output file path before any work is done: its folder must exist and take new
+    files; an existing file is replaced only with ``force``."""
     p = Path(path)
-    if p.exists() and p.is_dir():
+    if p.is_dir():
         raise ConfigError(f"output path '{p}' is a directory; give a file name")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"output folder '{parent}' does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"output folder '{parent}' is not writable")
+    check_folder(p.parent)
+    if p.exists() and not force:
+        raise ConfigError(f"'{p}' exists; pass --force to replace it (or choose another --out)")
     return p
 
 
@@ -82,6 +111,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     parent = p.parent if str(p.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600: give what open() would, under the umask
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -113,26 +143,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def dumps(obj: Any, indent: int | None = None) -> str:
-    return json.dumps(obj, default=_json_default, indent=indent, sort_keys=False)
-
-
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
     write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
     return Path(path)
@@ -149,15 +159,31 @@ def save_npz(path: str | os.PathLike, meta: dict | None = None, **arrays: Any) -
     return Path(path)
 
 
-def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-    """Read an NPZ written by :func:`save_npz` (never unpickles); returns (arrays, meta)."""
+def read_npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an NPZ, never unpickling: anything else (random bytes, a pickled object
+    array, a single .npy) is an :class:`~interpcli.errors.ArtifactError` that does not suggest
+    loading it unsafely."""
+    not_npz = ArtifactError(f"'{path}' is not an NPZ written by numpy without objects")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        z = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise ArtifactError(f"file not found: {path}") from None
-    except Exception as e:  # zipfile.BadZipFile, ValueError (pickled object), OSError ...
-        raise ArtifactError(f"cannot read NPZ '{path}': {e}") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise ArtifactError(f"cannot read '{path}': {e.strerror}") from None
+    except Exception:  # zipfile.BadZipFile, ValueError (pickled data), EOFError, OSError ...
+        raise not_npz from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise not_npz
+    try:
+        with z:
+            return {k: z[k] for k in z.files}
+    except Exception:  # an object array inside, a corrupt member
+        raise not_npz from None
+
+
+def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """Read an NPZ written by :func:`save_npz` (never unpickles); returns (arrays, meta)."""
+    arrays = read_npz_arrays(path)
     meta = json.loads(str(arrays.pop("meta"))) if "meta" in arrays else {}
     return arrays, meta
 
@@ -180,100 +206,29 @@ def save_png(path: str | os.PathLike, image: np.ndarray, text: dict[str, str] | 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Atomically write ``tensors`` and the JSON ``meta`` into one safetensors file."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    data = _st_save(flat, metadata={_META_KEY: dumps(meta), "format": "pt"})
+    data = _st_save(flat, metadata={META_KEY: dumps(meta), "format": "pt"})
     write_bytes(path, data)
     return Path(path)
 
 
-def _existing_file(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise ArtifactError(f"checkpoint not found: {p}")
-    if p.is_dir():
-        raise ArtifactError(f"'{p}' is a directory, not a checkpoint")
-    return p
-
-
 def _read_file(path: str | os.PathLike) -> bytes:
-    p = _existing_file(path)
+    p = existing_file(path)
     try:
         return p.read_bytes()
     except OSError as e:
         raise ArtifactError(f"cannot read '{p}': {e.strerror}") from None
 
 
-def _parse_header(data: bytes, path: str | os.PathLike) -> dict:
-    """Read the safetensors JSON header without touching the tensors."""
-    if len(data) < 8:
-        raise ArtifactError(f"'{path}' is not a safetensors file (truncated: {len(data)} bytes)")
-    n = int.from_bytes(data[:8], "little")
-    if n <= 0 or 8 + n > len(data):
-        raise ArtifactError(f"'{path}' is not a valid safetensors file (corrupt or truncated header)")
-    try:
-        header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArtifactError(f"'{path}' is not a valid safetensors file (unreadable header)") from None
-    if not isinstance(header, dict):
-        raise ArtifactError(f"'{path}' is not a valid safetensors file")
-    return header
-
-
-def _meta_from_header(header: dict, path: str | os.PathLike) -> dict:
-    md = header.get("__metadata__")
-    raw = md.get(_META_KEY) if isinstance(md, dict) else None
-    if raw is None:
-        raise ArtifactError(f"'{path}' is a safetensors file without interp metadata; not an interp checkpoint")
-    try:
-        meta = json.loads(raw)
-    except (TypeError, json.JSONDecodeError):
-        raise ArtifactError(f"'{path}' has corrupt interp metadata") from None
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"'{path}' has corrupt interp metadata")
-    version = meta.get("format_version")
-    if not isinstance(version, int):
-        raise ArtifactError(f"'{path}' has no format_version in its metadata")
-    if version > CHECKPOINT_FORMAT_VERSION:
-        raise ArtifactError(
-            f"'{path}' has checkpoint format version {version}, newer than this interp supports "
-            f"({CHECKPOINT_FORMAT_VERSION}); upgrade interp"
-        )
-    return meta
-
-
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a file written by :func:`save_tensors`; returns (tensors, meta)."""
     data = _read_file(path)
-    header = _parse_header(data, path)
-    meta = _meta_from_header(header, path)
+    header = parse_header(data, path)
+    meta = meta_from_header(header, path)
     try:
         tensors = _st_load(data)
     except Exception as e:  # safetensors raises its own error type for corrupt data
         raise ArtifactError(f"'{path}' is corrupt or truncated: {e}") from None
     return tensors, meta
-
-
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The metadata of a checkpoint, read from the header only (cheap for large files)."""
-    p = _existing_file(path)
-    with open(p, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ArtifactError(f"'{p}' is not a safetensors file (truncated)")
-        n = int.from_bytes(head, "little")
-        size = p.stat().st_size
-        if n <= 0 or 8 + n > size:
-            raise ArtifactError(f"'{p}' is not a valid safetensors file (corrupt or truncated header)")
-        data = head + f.read(n)
-    header = _parse_header(data, p)
-    meta = _meta_from_header(header, p)
-    # The header lists every tensor's byte range: a file shorter than the last one is truncated.
-    try:
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    except (KeyError, IndexError, TypeError, ValueError):
-        raise ArtifactError(f"'{p}' is not a valid safetensors file (corrupt tensor table)") from None
-    if 8 + n + end > size:
-        raise ArtifactError(f"'{p}' is truncated ({size} bytes, header promises {8 + n + end})")
-    return meta
 
 
 # ----------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@
     result.save("out/copy")      # attributions.npz, PNG overlays, grid.png
 
 One row per (image, target) pair.  ``save`` writes ``attributions.npz`` (layout in
-docs/artifacts.md) and PNGs into a temporary folder beside the output and moves them into
-place at the end, so a failure never leaves a partial folder.  ``load`` reads the NPZ back
+docs/artifacts.md) and PNGs into a temporary folder beside the output and renames it into
+place at the end, so a failure never leaves a partial folder and a replaced folder (``force``)
+never mixes old and new files.  ``load`` reads the NPZ back
 (bit for bit) and, given the parent checkpoint, checks its sha256 against the one recorded.
 """
 
@@ -26,10 +27,39 @@ import torch
 from . import artifacts, viz
 from .errors import ArtifactError, ConfigError
 
-__all__ = ["Attributions", "NPZ_NAME"]
+__all__ = ["Attributions", "NPZ_NAME", "check_output_folder"]
 
 NPZ_NAME = "attributions.npz"
 _ROW_ARRAYS = ("images", "targets", "labels", "logits", "predictions", "sources", "attributions")
+
+
+def check_output_folder(out_dir: str | os.PathLike, force: bool = False) -> Path:
+    """Validate an output folder before any work is done: its parent must exist and take new
+    files, and an existing non-empty folder is only replaced with ``force``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output folder '{out}' is a file, not a folder")
+    artifacts.check_folder(out.parent, "output folder's parent")
+    if not force and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"output folder '{out}' exists and is not empty; pass --force to replace it "
+                          "(or choose another --out)")
+    return out
+
+
+def _move_folder(new: Path, out: Path) -> None:
+    """Rename folder ``new`` to ``out`` (absent or empty), or, when ``out`` holds files, rename
+    ``out`` away first and delete it after: at every moment ``out`` is all old or all new."""
+    if not (out.is_dir() and any(out.iterdir())):
+        os.rename(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old)  # onto the empty temporary folder
+    try:
+        os.rename(new, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclasses.dataclass
@@ -78,26 +108,24 @@ class Attributions:
 
     # ------------------------------------------------------------------------------------- save
 
-    def save(self, out_dir: str | os.PathLike, png: bool = True) -> list[Path]:
+    def save(self, out_dir: str | os.PathLike, png: bool = True, force: bool = False) -> list[Path]:
         """Write ``attributions.npz``, one PNG per (row, method) and ``grid.png`` (several methods);
-        returns the files written, the NPZ first."""
-        out = Path(out_dir)
-        parent = out.parent if str(out.parent) else Path(".")
-        if not parent.is_dir():
-            raise ConfigError(f"output folder's parent '{parent}' does not exist")
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"'{out}' exists and is not a folder")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        returns the files written, the NPZ first.
+
+        Everything is written into a temporary folder beside ``out_dir``, which is then renamed
+        into place: an existing non-empty folder is refused unless ``force``, which replaces it
+        as a whole (renamed away, then deleted), never leaving a mix of old and new files."""
+        out = check_output_folder(out_dir, force)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
+            os.chmod(tmp, artifacts.folder_mode())  # mkdtemp makes 0700: give what mkdir would
             names = [self._write_npz(tmp / NPZ_NAME)] + (self._write_pngs(tmp) if png else [])
-            out.mkdir(exist_ok=True)
-            final = []
-            for f in names:
-                os.replace(f, out / f.name)
-                final.append(out / f.name)
-            return final
+            _move_folder(tmp, out)
+        except OSError as e:
+            raise ArtifactError(f"cannot write output folder '{out}': {e.strerror or e}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        return [out / f.name for f in names]
 
     def _write_npz(self, path: Path) -> Path:
         arrays = {f"attr_{m}": a.numpy().astype(np.float32) for m, a in self.maps.items()}
@@ -108,23 +136,41 @@ class Attributions:
                                   sources=np.array(self.sources), **arrays, **self.extras)
 
     def _write_pngs(self, folder: Path) -> list[Path]:
-        imgs, names = self.images.numpy(), []
+        """Per (row, method) ``NNNN_<method>.png`` (title: source, true label, prediction, target; red
+        with ``✗ wrong`` when misclassified) and, for an image file that was resized to the model's
+        input, ``NNNN_<method>_original.png`` (the map upsampled onto the file's own pixels);
+        ``NNNN_bcos_rgb.png`` (upscaled, nearest); ``grid.png`` with several methods."""
+        imgs, names, originals = self.images.numpy(), [], {}
+        preds, labels = self.predictions.tolist(), self.labels.tolist()
+        name = lambda c: self.classes[c] if 0 <= c < len(self.classes) else str(c)
+        rows = [(name(t), name(preds[i]), name(labels[i]) if labels[i] >= 0 else None)
+                for i, t in enumerate(self.targets.tolist())]
         for i in range(len(imgs)):
-            t = int(self.targets[i])
+            src = self.sources[i]
+            if src not in originals:  # the file's own pixels, when it was resized (checked unchanged)
+                originals[src] = viz.source_pixels(src, imgs[i])
             for m in self.methods:
                 f = folder / f"{i:04d}_{m}.png"
-                title = f"{self.sources[i]}  target {self.classes[t]}  ({m})"
-                artifacts.write_bytes(f, viz.overlay_png(imgs[i], self.maps[m][i].numpy(), self.signed[m], title))
+                title, wrong = viz.row_title(src, *rows[i], method=m)
+                attr = self.maps[m][i].numpy()
+                artifacts.write_bytes(f, viz.overlay_png(imgs[i], attr, self.signed[m], title, wrong))
                 names.append(f)
+                if originals[src] is not None:
+                    f = folder / f"{i:04d}_{m}_original.png"
+                    artifacts.save_png(f, viz.original_overlay(originals[src], attr, self.signed[m]),
+                                       {"source": src, "method": m, "title": title})
+                    names.append(f)
         for i, rgba in enumerate(self.extras.get("bcos_rgba", [])):
             f = folder / f"{i:04d}_bcos_rgb.png"
-            artifacts.save_png(f, (rgba * 255).round().astype(np.uint8), {"method": "bcos", "rendering": "rgba"})
+            artifacts.save_png(f, viz.upscale((rgba * 255).round().astype(np.uint8)),
+                               {"method": "bcos", "rendering": "rgba"})
             names.append(f)
         if len(self.methods) > 1:
             f = folder / "grid.png"
-            rows = [self.classes[int(t)] for t in self.targets]
+            titles = [viz.row_title(Path(s).name, *r, sep="\n") for s, r in zip(self.sources, rows)]
             artifacts.write_bytes(f, viz.grid_png(imgs, [self.maps[m].numpy() for m in self.methods], self.methods,
-                                                  [self.signed[m] for m in self.methods], rows))
+                                                  [self.signed[m] for m in self.methods], [t for t, _ in titles],
+                                                  [w for _, w in titles]))
             names.append(f)
         return names
 

@@ -16,7 +16,8 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "seed_everything", "configure_backends", "autocast", "model_device", "full_precision"]
+__all__ = ["resolve_device", "seed_everything", "configure_backends", "autocast", "model_device", "full_precision",
+           "env_threads"]
 
 
 def _mps_available() -> bool:
@@ -59,20 +60,35 @@ def configure_backends(device: torch.device, threads: int | None = None, determi
                        tf32: bool = True) -> None:
     """Set the per-device performance flags.
 
-    On CPU: one intra-op thread per available core (``threads`` or ``INTERP_THREADS``
-    override it).  On CUDA: cuDNN autotuning unless ``deterministic``; TF32 matmuls and
+    On CPU: one intra-op thread per available core (``threads`` or ``INTERP_THREADS``, a
+    positive int, override it).  On CUDA: cuDNN autotuning unless ``deterministic``; TF32 matmuls and
     convolutions when ``tf32`` (training and evaluation) — explanation commands turn it off,
     since its 10-bit mantissa moves attributions by ~1e-3 and breaks identities such as
     DeepLIFT's completeness at that level.
     """
+    env = env_threads()  # checked on every device: a bad value is an error, not silently ignored
     if device.type == "cpu":
-        n = threads or int(os.environ.get("INTERP_THREADS", "0")) or len(os.sched_getaffinity(0))
+        n = threads or env or len(os.sched_getaffinity(0))
         torch.set_num_threads(max(1, n))
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
+
+
+def env_threads() -> int | None:
+    """``$INTERP_THREADS`` as a positive int (None when unset or empty); anything else is a ConfigError."""
+    raw = os.environ.get("INTERP_THREADS", "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"INTERP_THREADS must be a positive number of CPU threads; got '{raw}'")
+    return n
 
 
 @contextlib.contextmanager

@@ -7,9 +7,10 @@
 - :func:`image_gdss`: per image, the GDS of the PCA subspaces of its augmentation sets
   (weak / strong presets of the image and of one noise image, plus optional extra views);
   all views of all sets and images go through the model together in batches.
-- :func:`dataset_gds`: the GDS of the class subspaces of training features, cached beside
-  the checkpoint as ``CKPT.gds-<key>.safetensors`` (the key hashes the checkpoint's sha256
-  and every option).
+- :func:`dataset_gds`: the GDS of the class subspaces of training features, cached in the
+  user cache folder (:func:`cache_dir`) as ``gds-<key>.safetensors`` (the key hashes the
+  checkpoint's sha256 and every option), never beside the checkpoint, whose folder may be
+  read-only or globbed (``runs/*.safetensors``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,12 +29,12 @@ from . import artifacts
 from .augment import Views, apply_views, draw_views, noise_images
 from .data import checkpoint_dataset
 from .device import model_device
-from .errors import ConfigError
+from .errors import ConfigError, InterpError
 from .inputs import npz_images
 from .models.features import FeatureExtractor
 from .subspace import difference_subspace, pca_basis
 
-__all__ = ["views_features", "image_gdss", "dataset_gds", "load_extra_views", "GDS_SETS"]
+__all__ = ["views_features", "image_gdss", "dataset_gds", "load_extra_views", "cache_dir", "GDS_SETS"]
 
 GDS_SETS = ("weak", "strong", "noise:weak", "noise:strong")
 
@@ -99,17 +101,20 @@ def dataset_gds(model: nn.Module, *, layer: str | None = None, pool: str = "auto
                 checkpoint: str | os.PathLike | None = None, dataset: str | None = None,
                 data_dir: str | None = None) -> torch.Tensor:
     """GDS of the class subspaces of training features (``per_class`` images per class,
-    subspaces of dimension k).  With a checkpoint path the result is cached beside it as
-    ``CKPT.gds-<key>.safetensors`` and reused."""
+    subspaces of dimension k).  With a checkpoint path the result is cached in
+    :func:`cache_dir` as ``gds-<key>.safetensors`` and reused; when that folder cannot be
+    written, the GDS is computed without caching and a warning says so."""
     key = cache = None
     if checkpoint is not None:
         spec = {"sha256": artifacts.sha256_file(checkpoint), "layer": layer, "pool": pool, "k": k,
                 "dim": dim, "per_class": per_class, "dataset": dataset}
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-        cache = Path(f"{checkpoint}.gds-{key}.safetensors")
-        if cache.is_file():
-            tensors, _ = artifacts.load_tensors(cache)
-            return tensors["gds"]
+        cache = cache_dir() / f"gds-{key}.safetensors"
+        try:
+            if cache.is_file():
+                return artifacts.load_tensors(cache)[0]["gds"]
+        except (OSError, InterpError, KeyError):
+            pass  # unreadable or corrupt: computed again and rewritten
     ds, _ = checkpoint_dataset(getattr(model, "meta", {}), dataset, data_dir)
     xs, ys = ds.split("train")
     phi = FeatureExtractor(model, layer, pool)
@@ -125,9 +130,23 @@ def dataset_gds(model: nn.Module, *, layer: str | None = None, pool: str = "auto
     d, _ = difference_subspace(bases, dim)
     d = d.float().contiguous().cpu()  # float32 on disk and for callers, as before (bases are float64)
     if cache is not None:
-        artifacts.save_tensors(cache, {"gds": d}, {"kind": "gds", "format_version": artifacts.CHECKPOINT_FORMAT_VERSION,
-                                                  **spec})
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            artifacts.save_tensors(cache, {"gds": d}, {"kind": "gds",
+                                                      "format_version": artifacts.CHECKPOINT_FORMAT_VERSION, **spec})
+        except OSError as e:
+            warnings.warn(f"GDS cache folder '{cache.parent}' is not writable ({e.strerror or e}); the GDS was "
+                          "computed without caching (set INTERP_CACHE_DIR to a writable folder)", stacklevel=2)
     return d
+
+
+def cache_dir() -> Path:
+    """Where interp keeps what it can recompute (dataset GDSs): ``$INTERP_CACHE_DIR`` if set, else
+    ``$XDG_CACHE_HOME/interp``, else ``~/.cache/interp``."""
+    if os.environ.get("INTERP_CACHE_DIR"):
+        return Path(os.environ["INTERP_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "interp"
 
 
 def load_extra_views(path: str | os.PathLike, n: int, shape: tuple[int, ...]) -> torch.Tensor:

@@ -6,7 +6,9 @@
 
 Inputs are images in [0, 1] at the model's input size: image files (resized, channel
 count checked), a dataset split with indices (default: the checkpoint's dataset), or an
-NPZ with an ``images`` array.  Targets are normalised here once: a user's spec (``pred``,
+NPZ with an ``images`` array (optionally indices of it).  Every image must be finite:
+a NaN or Inf image is refused, naming it, rather than explained as whatever the model
+makes of it.  Targets are normalised here once: a user's spec (``pred``,
 ``label``, ``all``, a class index or name) by :func:`resolve_targets`, a tensor or int by
 :func:`as_targets`.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,7 +29,7 @@ from .data import checkpoint_dataset
 from .errors import ConfigError, InterpError
 
 __all__ = ["Inputs", "InputSpec", "load_images", "dataset_inputs", "npz_images", "npz_inputs", "gather_inputs",
-           "parse_indices", "resolve_targets", "as_targets", "TARGETS"]
+           "check_finite", "parse_indices", "resolve_targets", "as_targets", "TARGETS"]
 
 TARGETS = ("pred", "label", "all")  # besides a class index or name
 
@@ -50,7 +53,10 @@ def _read_image(p: str | os.PathLike, channels: int, size: tuple[int, int]) -> n
                 im = im.convert("RGB" if len(im.getbands()) >= 3 else "L")
             if len(im.getbands()) != channels:
                 raise ConfigError(f"image '{p}' has {len(im.getbands())} channel(s) but the model expects {channels}")
-            if im.size != (w, h):
+            if im.size != (w, h):  # a notice: the model sees another picture than the file
+                iw, ih = im.size
+                warnings.warn(f"image '{p}' is {iw}x{ih} px; resized to the model's {w}x{h} input (bilinear"
+                              f"{', aspect ratio not kept' if iw * h != ih * w else ''})", stacklevel=3)
                 im = im.resize((w, h), Image.BILINEAR)
             a = np.asarray(im, dtype=np.float32) / 255
     except FileNotFoundError:
@@ -112,28 +118,49 @@ def npz_images(path: str | os.PathLike, key: str = "images") -> tuple[torch.Tens
     return (x.float() / 255 if x.dtype == torch.uint8 else x.float()), arrays
 
 
-def npz_inputs(path: str | os.PathLike, model) -> Inputs:
-    """An NPZ with ``images`` (N, C, H, W; float in [0, 1] or uint8), optional ``labels`` and ``sources``."""
+def npz_inputs(path: str | os.PathLike, model, indices: str | None = None) -> Inputs:
+    """An NPZ with ``images`` (N, C, H, W; float in [0, 1] or uint8), optional ``labels`` and ``sources``;
+    ``indices`` (``0:8``, ``1,5``) picks some of them (default all)."""
     x, arrays = npz_images(path)
     if x.dim() != 4 or tuple(x.shape[1:]) != tuple(model.input_shape):
         raise ConfigError(f"'{path}' images are {tuple(x.shape)}, the model expects "
                           f"(N, {', '.join(map(str, model.input_shape))})")
     labels = torch.from_numpy(arrays["labels"]).long() if "labels" in arrays else torch.full((len(x),), -1)
     sources = [str(s) for s in arrays["sources"]] if "sources" in arrays else [f"{path}:{i}" for i in range(len(x))]
-    return Inputs(x, labels, sources)
+    if indices is None:
+        return Inputs(x, labels, sources)
+    idx = parse_indices(indices, len(x))
+    return Inputs(x[idx], labels[idx], [sources[i] for i in idx])
+
+
+def check_finite(inputs: Inputs) -> Inputs:
+    """Refuse images with NaN or Inf values, naming the first (a model turns them into some class)."""
+    bad = ~torch.isfinite(inputs.images.flatten(1)).all(1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        more = f" (and {int(bad.sum()) - 1} more)" if int(bad.sum()) > 1 else ""
+        raise ConfigError(f"image {i} ({inputs.sources[i]}) has NaN or Inf values{more}; images must be finite, "
+                          "in [0, 1]")
+    return inputs
 
 
 def gather_inputs(model, images: Sequence[str | os.PathLike] | None = None, npz: str | os.PathLike | None = None,
                   dataset: str | None = None, data_dir: str | None = None, split: str = "test",
-                  indices: str = "0:8") -> Inputs:
-    """Image files, an NPZ, or a dataset split (default: the checkpoint's dataset) — exactly one."""
+                  indices: str | None = None) -> Inputs:
+    """Image files, an NPZ, or a dataset split (default: the checkpoint's dataset) — exactly one.
+
+    ``indices`` picks images of the split (default ``0:8``) or of the NPZ (default all); it is
+    refused with image files, which it would not select."""
     if sum(bool(v) for v in (images, npz is not None, dataset)) > 1:
         raise ConfigError("give images, --npz or --dataset, not several")
+    if images and indices is not None:
+        raise ConfigError("--indices selects images of a dataset split or an NPZ; with image files give the "
+                          "files you want instead")
     if images:
-        return load_images(images, model)
+        return check_finite(load_images(images, model))
     if npz is not None:
-        return npz_inputs(npz, model)
-    return dataset_inputs(model, dataset, data_dir, split, indices)
+        return check_finite(npz_inputs(npz, model, indices))
+    return check_finite(dataset_inputs(model, dataset, data_dir, split, indices or "0:8"))
 
 
 @dataclasses.dataclass
@@ -146,7 +173,7 @@ class InputSpec:
     dataset: str | None = None
     data_dir: str | os.PathLike | None = None
     split: str = "test"
-    indices: str = "0:8"
+    indices: str | None = None  # a split's 0:8 or all of an NPZ; not with image files
 
     def load(self, model) -> Inputs:
         return gather_inputs(model, self.images, self.npz, self.dataset,

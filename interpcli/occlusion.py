@@ -38,9 +38,10 @@ import torch
 import torch.nn as nn
 from PIL import Image, UnidentifiedImageError
 
+from .artifacts import read_npz_arrays
 from .augment import draw_views
 from .device import full_precision
-from .errors import ConfigError
+from .errors import ConfigError, InterpError
 from .gds import GDS_SETS, image_gdss, views_features
 from .inputs import as_targets
 from .models.features import POOLS, FeatureExtractor
@@ -153,10 +154,9 @@ def _labels_to_masks(labels: torch.Tensor, what: str) -> torch.Tensor:
 
 def _read_label_npz(p: Path, n: int) -> list[torch.Tensor]:
     try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read mask file '{p}': {e}") from None
+        arrays = read_npz_arrays(p)
+    except InterpError as e:
+        raise ConfigError(f"mask file: {e}") from None
     if "masks" in arrays:
         m = torch.from_numpy(arrays["masks"].astype(np.float32))
         return [x[:, None] for x in ([m] * n if m.dim() == 3 else list(m))]

@@ -1,5 +1,6 @@
 # The README's quick start as a Makefile: train a small model on the embedded `digits`
-# dataset, evaluate it, record its metadata and explain a few test images.  Every target is one `interp` call.
+# dataset, evaluate it, record its metadata and explain a few test images.  Every target is one `interp` call;
+# --force: an out-of-date explanation folder is replaced as a whole.
 #
 #   make -f recipes/demo.mk INTERP=interp OUT=out/demo
 
@@ -25,9 +26,9 @@ $(OUT)/info.json: $(OUT)/lenet.safetensors
 
 $(OUT)/occlude/attributions.npz: $(OUT)/lenet.safetensors
 	$(INTERP) occlude $< --indices 0:6 --score gds --window 2 --stride 1 --views 8 --k 2 \
-		--device $(DEVICE) --out $(OUT)/occlude
+		--device $(DEVICE) --force --out $(OUT)/occlude
 
 $(OUT)/explain/grid.png: $(OUT)/lenet.safetensors
 	$(INTERP) explain $< --indices 0:6 --method grad --method intgrad --method smoothgrad --method gradcam \
-		--device $(DEVICE) --out $(OUT)/explain
+		--device $(DEVICE) --force --out $(OUT)/explain
 .PHONY: all

@@ -516,7 +516,7 @@ def test_npz_round_trip_with_meta(tmp_path):
 def test_load_npz_refuses_pickled_objects(tmp_path):
     path = tmp_path / "evil.npz"
     np.savez(path, ok=np.zeros(3), obj=np.array([{"a": 1}, None], dtype=object))
-    with pytest.raises(ArtifactError, match="cannot read NPZ") as ei:
+    with pytest.raises(ArtifactError, match="is not an NPZ written by numpy without objects") as ei:
         load_npz(path)
     assert ei.value.exit_code == 2
 
@@ -526,7 +526,7 @@ def test_load_npz_missing_and_garbage(tmp_path):
         load_npz(tmp_path / "missing.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ArtifactError, match="cannot read NPZ"):
+    with pytest.raises(ArtifactError, match="is not an NPZ written by numpy without objects"):
         load_npz(bad)
 
 

@@ -169,22 +169,28 @@ def test_augmentations_apply_the_same_draws_to_every_image():
         parse_preset("weak:scale=0.5")
 
 
-def test_dataset_gds_is_cached_beside_the_checkpoint(digits_ckpt, tmp_path):
+def test_dataset_gds_is_cached_in_the_user_cache_folder(digits_ckpt, tmp_path, monkeypatch):
     import shutil
 
     from interpcli import load_model
 
-    ckpt = tmp_path / "m.safetensors"
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    runs.mkdir()
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(cache))
+    ckpt = runs / "m.safetensors"
     shutil.copy(digits_ckpt, ckpt)
     model = load_model(ckpt)
     kw = dict(k=3, dim=6, per_class=20, checkpoint=ckpt)
     d1 = dataset_gds(model, **kw)
-    cached = list(tmp_path.glob("m.safetensors.gds-*.safetensors"))
+    cached = list(cache.glob("gds-*.safetensors"))
     assert len(cached) == 1 and d1.shape[1] == 6
+    assert [p.name for p in runs.iterdir()] == ["m.safetensors"]  # never beside the checkpoint
     assert torch.allclose(d1.T @ d1, torch.eye(6), atol=1e-5)
     assert torch.equal(dataset_gds(model, **kw), d1)
     dataset_gds(model, **{**kw, "k": 2})
-    assert len(list(tmp_path.glob("m.safetensors.gds-*.safetensors"))) == 2  # another key, another file
+    assert len(list(cache.glob("gds-*.safetensors"))) == 2  # another key, another file
+    cached[0].write_bytes(b"corrupt")  # a damaged entry is computed again and rewritten
+    assert torch.equal(dataset_gds(model, **kw), d1) and cached[0].stat().st_size > 100
 
 
 def test_occlude_cli_writes_maps(digits_ckpt, tmp_path):

@@ -1,37 +1,96 @@
 """The typer application every command registers on, and its error handling: every error
-becomes ``Error: <one line>`` on stderr with a fixed exit code (2 for bad input, 130 for Ctrl-C)."""
+becomes ``Error: <one line>`` on stderr with a fixed exit code (2 for bad input, 130 for Ctrl-C,
+with one line: ``interrupted``, or what the command says, see :class:`Interrupted`).
+
+Help: every command's ``Example:`` block is shown at the end of its help (moved to the
+epilog), help texts are plain text (a ``[...]`` in them is shown, not read as rich markup), and
+help written to a pipe or a file is not wrapped at 80 columns.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import typer
+from rich.markup import escape
+from typer import core as typer_core
+from typer import rich_utils
 from typer.core import TyperGroup
 
 try:  # recent typer vendors click
-    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - older typer depends on click
-    from click.exceptions import ClickException
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 from .. import __version__
 from ..errors import InterpError
 from ._console import err
 
+# Every command and the module of cli/ that defines it, in the order of `interp --help`; the
+# `interp` entry point imports only the module of the command it runs (cli/__init__.py).
+COMMAND_MODULES = {"train": "train", "eval": "evaluate", "info": "info", "explain": "explain", "occlude": "occlude",
+                   "models": "registries", "datasets": "registries", "methods": "registries"}
+HELP_WIDTH = 250  # help into a pipe or a file: wide enough for every option's help on one line
+_EXAMPLE = re.compile(r"\n[ \t]*Examples?:[ \t]*\n")
+
+
+class Interrupted(Exception):
+    """Ctrl-C: exit code 130 and this one line on stderr (``interrupted`` unless the command knows
+    better, e.g. ``interp train``: how to continue)."""
+
+    exit_code = 130
+
+
+def tidy_help(cmd: Any) -> None:
+    """A command's ``Example:`` block goes to its epilog (shown after the options, where docs/cli.md
+    says examples are), and under rich help brackets in help texts are escaped: ``[default: x]``
+    written in a help text is shown, not eaten as a markup tag."""
+    help_text = cmd.help or ""
+    m = _EXAMPLE.search(help_text)
+    if m and not cmd.epilog:
+        cmd.help, cmd.epilog = help_text[: m.start()].rstrip(), "Example:\n\n" + help_text[m.end():].strip("\n")
+    if typer_core.HAS_RICH and getattr(cmd, "rich_markup_mode", None) == "rich":
+        cmd.help = escape(cmd.help) if cmd.help else cmd.help
+        cmd.epilog = escape(cmd.epilog) if cmd.epilog else cmd.epilog
+        for p in cmd.params:
+            if getattr(p, "help", None):
+                p.help = escape(p.help)
+
 
 class InterpGroup(TyperGroup):
     """Turns every error into ``Error: <one line>`` on stderr and a fixed exit code."""
 
-    def list_commands(self, ctx: Any) -> list[str]:  # keep the order of registration
-        return list(self.commands)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for cmd in [self, *self.commands.values()]:
+            tidy_help(cmd)
+
+    def list_commands(self, ctx: Any) -> list[str]:  # the order of COMMAND_MODULES, then of registration
+        order = list(COMMAND_MODULES)
+        return sorted(self.commands, key=lambda c: order.index(c) if c in order else len(order))
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # typer would turn it into a silent exit 130
+            raise Interrupted("interrupted") from None
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        if not os.environ.get("TERMINAL_WIDTH"):  # typer's own setting wins
+            rich_utils.MAX_WIDTH = None if sys.stdout.isatty() else HELP_WIDTH
         try:
             rv = super().main(args=args, prog_name=prog_name or "interp", complete_var=complete_var,
                               standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
+        except NoArgsIsHelpError as e:  # bare `interp`: the help (rich help is printed already), not an error
+            if e.format_message().strip():
+                sys.stdout.write(e.format_message().rstrip("\n") + "\n")
+            code = 0
         except ClickException as e:
             where = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) is not None else ""
             message = e.format_message().replace("Value error, ", "")  # typer's wording for a bad choice
@@ -40,8 +99,14 @@ class InterpGroup(TyperGroup):
         except InterpError as e:
             err.print(f"Error: {e}", markup=False, soft_wrap=True)
             code = e.exit_code
+        except OSError as e:  # an I/O failure no check foresaw (a disk filling up, ...): one line all the same
+            err.print(f"Error: {e}", markup=False, soft_wrap=True)
+            code = 2
+        except Interrupted as e:
+            err.print(str(e) or "interrupted", markup=False, soft_wrap=True)
+            code = e.exit_code
         except (KeyboardInterrupt, typer.Abort):
-            err.print("Aborted.", markup=False)
+            err.print("interrupted", markup=False)
             code = 130
         if standalone_mode:
             sys.exit(code)

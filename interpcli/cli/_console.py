@@ -1,18 +1,103 @@
-"""Output conventions: stdout carries data (paths, JSON, names), stderr carries people's messages."""
+"""Output conventions: stdout carries data (paths, JSON, names), stderr carries people's messages.
+
+Nothing is wrapped or cut when a stream is a pipe or a file (logs, ``make``, ``nohup``, cluster
+jobs): the consoles then have no width limit.  Progress on stderr is a live rich bar on a
+terminal and a plain line every ~10 s elsewhere (:class:`Ticker`, :class:`JobProgress`).
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..artifacts import dumps
+from ..metadata import dumps
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, highlight=False)
+WIDE = 10_000  # the width of a console writing to a pipe or a file: in effect none (tables take what they need)
+PLAIN_INTERVAL = 10.0  # seconds between two plain progress lines
+
+
+class _Console(Console):
+    """A rich console that never wraps or cuts at 80 columns when its stream is not a terminal."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        return super().size if self.is_terminal else ConsoleDimensions(WIDE, 25)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+out = _Console(soft_wrap=True, highlight=False)
+err = _Console(stderr=True, highlight=False)
+
+
+def duration(seconds: float | None) -> str:
+    """``75`` -> ``1:15``, ``3725`` -> ``1:02:05``; ``?`` when unknown."""
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Ticker:
+    """Says when the next plain progress line is due: at most one every ``interval`` seconds."""
+
+    def __init__(self, interval: float = PLAIN_INTERVAL, clock: Callable[[], float] = time.monotonic):
+        self.interval, self.clock = interval, clock
+        self.last = clock()
+
+    def due(self) -> bool:
+        now = self.clock()
+        if now - self.last < self.interval:
+            return False
+        self.last = now
+        return True
+
+
+class JobProgress:
+    """Progress of a long job on stderr, ``update(done, total, label)`` as it advances: a rich bar
+    with the time remaining on a terminal, a plain line every ~10 s in logs (``what: label
+    done/total unit  rate  ETA``), nothing when ``quiet``.  A context manager."""
+
+    def __init__(self, what: str, unit: str = "", quiet: bool = False, live: bool | None = None,
+                 interval: float = PLAIN_INTERVAL):
+        self.what, self.unit, self.quiet = what, unit, quiet
+        self.live = err.is_terminal if live is None else live
+        self.ticker = Ticker(interval)
+        self.bar: Progress | None = None
+        self.t0 = time.monotonic()
+
+    def __enter__(self) -> JobProgress:
+        if not self.quiet and self.live:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=err, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.what, total=None)
+        self.t0 = time.monotonic()
+        return self
+
+    def update(self, done: int, total: int, label: str = "") -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total, description=f"{self.what} {label}".strip())
+        elif not self.quiet and self.ticker.due():
+            elapsed = time.monotonic() - self.t0
+            rate = done / elapsed if elapsed > 0 else 0.0
+            eta = (total - done) / rate if rate > 0 else None
+            unit = f" {self.unit}" if self.unit else ""
+            err.print(f"{self.what}: {label + '  ' if label else ''}{done}/{total}{unit}  {rate:.3g}{unit or ' items'}/s"
+                      f"  ETA {duration(eta)}", markup=False)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def print_json(obj: Any) -> None:

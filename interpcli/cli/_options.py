@@ -2,7 +2,7 @@
 
 Bundles: the *input* options (image files, ``--npz``, ``--dataset``, ``--data-dir``,
 ``--split``, ``--indices``) become one :class:`~interpcli.inputs.InputSpec` through
-:func:`input_spec`; *output* options (``--out``, ``--png``, ``--json``, ``--quiet``) and
+:func:`input_spec`; *output* options (``--out``, ``--force``, ``--png``, ``--json``, ``--quiet``) and
 *performance* options (``--device``, ``--batch-size``, ``--fast``, ``--compile``) are the
 annotated types below.  Closed sets are choices built from the registries (:func:`choice`),
 so ``--help`` lists them and shell completion offers them.
@@ -23,11 +23,12 @@ from ..errors import ConfigError
 from ..inputs import InputSpec
 from ..methods import get_method, list_methods
 from ..models import list_models
+from ._flags import CheckpointArg, JsonOpt  # declared there: `interp info` needs them without the registries
 
 __all__ = ["choice", "value", "parse_kv", "method_params", "input_spec", "ArchChoice", "DatasetChoice",
            "MethodChoice", "DeviceOpt", "JsonOpt", "QuietOpt", "DataDirOpt", "CheckpointArg", "ImagesArg", "DatasetOpt",
            "SplitOpt", "IndicesOpt", "NpzOpt", "PngOpt", "BatchSizeOpt", "FastOpt", "CompileOpt", "TF32Opt",
-           "SeedOpt"]
+           "SeedOpt", "ForceOpt"]
 
 
 def choice(name: str, values: Iterable[str]) -> type[enum.Enum]:
@@ -62,7 +63,10 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 def method_params(methods: list[str], items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``--param steps=128`` goes to every method that has ``steps``; ``--param intgrad.steps=128`` to one."""
+    """``--param steps=128`` goes to every method that has ``steps``; ``--param intgrad.steps=128`` to one.
+
+    Values are checked against each method's declarations and coerced to their types
+    (:meth:`~interpcli.methods.MethodInfo.check`), before any model is loaded."""
     out: dict[str, dict[str, Any]] = {m: {} for m in methods}
     for key, val in parse_kv(items, "--param").items():
         scope, _, name = key.rpartition(".")
@@ -73,14 +77,12 @@ def method_params(methods: list[str], items: list[str] | None) -> dict[str, dict
             raise ConfigError(f"--param {key}: no selected method has a parameter '{name}'")
         for m in targets:
             out[m][name] = val
-    return out
+    return {m: get_method(m).check(p) for m, p in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------- inputs
 
 _IN = "Input"
-CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.safetensors) written by `interp train`.",
-                                               show_default=False)]
 ImagesArg = Annotated[Optional[list[Path]], typer.Argument(help="Image files (PNG/JPEG); or use --dataset/--npz.",
                                                            show_default=False)]
 DatasetOpt = Annotated[Optional[str], typer.Option(
@@ -90,14 +92,15 @@ DataDirOpt = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Folder (or .npz file) with the dataset's files; default $INTERP_DATA_DIR or ./data.",
     rich_help_panel=_IN)]
 SplitOpt = Annotated[str, typer.Option("--split", help="train or test.", rich_help_panel=_IN)]
-IndicesOpt = Annotated[str, typer.Option("--indices", help="START:STOP or comma-separated indices of the split.",
-                                         rich_help_panel=_IN)]
+IndicesOpt = Annotated[Optional[str], typer.Option(
+    "--indices", help="START:STOP or comma-separated indices of the dataset split or of the --npz images "
+    "[default: 0:8 of a split, all of an NPZ]; not with image files.", show_default=False, rich_help_panel=_IN)]
 NpzOpt = Annotated[Optional[Path], typer.Option("--npz", help="An NPZ with an `images` array (e.g. another command's "
                                                 "output).", rich_help_panel=_IN)]
 
 
 def input_spec(images: list[Path] | None, npz: Path | None, dataset: str | None, data_dir: Path | None, split: str,
-               indices: str) -> InputSpec:
+               indices: str | None) -> InputSpec:
     """The input options of a command as one :class:`~interpcli.inputs.InputSpec`."""
     return InputSpec(images=images or None, npz=npz, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
                      split=split, indices=indices)
@@ -105,11 +108,13 @@ def input_spec(images: list[Path] | None, npz: Path | None, dataset: str | None,
 
 # ---------------------------------------------------------------------------------------------- outputs
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")]
 PngOpt = Annotated[bool, typer.Option("--png/--no-png", help="Write PNG overlays (and grid.png).",
                                       rich_help_panel="Output")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of everything random (masks, noise, sampling).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output (a folder as a whole: never a mix "
+                                        "of old and new files); without it an existing output is an error.",
+                                        rich_help_panel="Output")]
 
 # ---------------------------------------------------------------------------------------------- performance
 

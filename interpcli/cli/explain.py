@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import Progress
 
 from ..errors import ConfigError
 from ..ops.explain import explain_checkpoint
 from ._app import app
-from ._console import err, print_json, print_paths
+from ._console import JobProgress, print_json, print_paths
 from ._options import (
     BatchSizeOpt,
     CompileOpt,
@@ -19,6 +18,7 @@ from ._options import (
     DatasetOpt,
     DeviceOpt,
     FastOpt,
+    ForceOpt,
     ImagesArg,
     IndicesOpt,
     JsonOpt,
@@ -48,9 +48,10 @@ def explain_cmd(
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
     split: SplitOpt = "test",
-    indices: IndicesOpt = "0:8",
+    indices: IndicesOpt = None,
     npz: NpzOpt = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (its parent must exist).", rich_help_panel="Output")] = Path("explain-out"),
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (its parent must exist; an existing one needs --force).", rich_help_panel="Output")] = Path("explain-out"),
+    force: ForceOpt = False,
     png: PngOpt = True,
     batch_size: BatchSizeOpt = None,
     fast: FastOpt = True,
@@ -83,12 +84,15 @@ def explain_cmd(
     if checkpoint is None:
         raise ConfigError("missing CHECKPOINT (see 'interp explain --help')")
     params = method_params(methods, param)
-    with Progress(console=err, transient=True, disable=quiet) as bar:
-        task = bar.add_task("explaining", total=len(methods))
+    def report(done: int, total: int, method: str) -> None:  # rows of this method -> rows of all methods
+        k = methods.index(method)
+        bar.update(k * total + done, len(methods) * total, f"{method} ({k + 1}/{len(methods)})")
+
+    with JobProgress("explain", unit="rows", quiet=quiet) as bar:
         result, files = explain_checkpoint(
             checkpoint, out_dir, methods, inputs=input_spec(images, npz, dataset, data_dir, split, indices),
             target=target, params=params, batch_size=batch_size, fast=fast, compile=compile_, tf32=tf32, seed=seed,
-            device=device, png=png, progress=lambda i, name: bar.update(task, completed=i, description=f"{name} done"))
+            device=device, png=png, force=force, progress=report)
     if json_out:
         print_json({"files": [str(f) for f in files], "methods": methods, "n": len(result)})
     else:

@@ -6,18 +6,18 @@ from typing import Any
 
 from rich.table import Table
 
-from .. import artifacts
+from ..metadata import dumps
 from ..ops.info import checkpoint_info
 from ._app import app
 from ._console import out, print_json
-from ._options import CheckpointArg, JsonOpt
+from ._flags import CheckpointArg, JsonOpt  # not ._options: `interp info` loads neither torch nor the registries
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (dict, list)):
-        return artifacts.dumps(v)
+        return dumps(v)
     return str(v)
 
 

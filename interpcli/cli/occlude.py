@@ -23,6 +23,7 @@ from ._options import (
     DatasetOpt,
     DeviceOpt,
     FastOpt,
+    ForceOpt,
     ImagesArg,
     IndicesOpt,
     JsonOpt,
@@ -89,7 +90,7 @@ def occlude_cmd(
     k: Annotated[int, typer.Option("--k", help="Subspace dimension.", rich_help_panel=_A)] = 4,
     angles: Annotated[str, typer.Option("--angles", help="Canonical angles used: all | first | an int.", rich_help_panel=_A)] = "all",
     extra_views: Annotated[Optional[Path], typer.Option("--extra-views", help="NPZ `views` (V,C,H,W) or (N,V,C,H,W): one more GDS set.", rich_help_panel=_A)] = None,
-    gds_from: Annotated[GdsFromChoice, typer.Option("--gds-from", help="image (four augmentation sets) or dataset (class subspaces; cached beside the checkpoint).", rich_help_panel=_G)] = "image",
+    gds_from: Annotated[GdsFromChoice, typer.Option("--gds-from", help="image (four augmentation sets) or dataset (class subspaces; cached in $INTERP_CACHE_DIR, default ~/.cache/interp).", rich_help_panel=_G)] = "image",
     gds_dim: Annotated[str, typer.Option("--gds-dim", help="GDS dimension: an int, or a fraction in (0, 1) of the rank.", rich_help_panel=_G)] = "0.5",
     gds_mode: Annotated[GdsModeChoice, typer.Option("--gds-mode", help="gds: compare projected features (repr) or projected subspaces (subspace).", rich_help_panel=_G)] = "repr",
     gds_per_class: Annotated[int, typer.Option("--gds-per-class", help="dataset GDS: training images per class.", rich_help_panel=_G)] = 100,
@@ -97,9 +98,10 @@ def occlude_cmd(
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
     split: SplitOpt = "test",
-    indices: IndicesOpt = "0:8",
+    indices: IndicesOpt = None,
     npz: NpzOpt = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (its parent must exist).", rich_help_panel="Output")] = Path("occlude-out"),
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (its parent must exist; an existing one needs --force).", rich_help_panel="Output")] = Path("occlude-out"),
+    force: ForceOpt = False,
     png: PngOpt = True,
     batch_size: BatchSizeOpt = None,
     fast: FastOpt = True,
@@ -134,7 +136,7 @@ def occlude_cmd(
         task = bar.add_task(f"occlude ({cfg.masks} x {cfg.score})", total=None)  # rows: images x targets
         result, files = occlude_checkpoint(
             checkpoint, out_dir, cfg, inputs=input_spec(images, npz, dataset, data_dir, split, indices), target=target,
-            fast=fast, device=device, png=png, progress=lambda i, n: bar.update(task, completed=i, total=n))
+            fast=fast, device=device, png=png, force=force, progress=lambda i, n: bar.update(task, completed=i, total=n))
     if json_out:
         print_json({"files": [str(f) for f in files], "score": cfg.score, "masks": cfg.masks, "n": len(result)})
     else:

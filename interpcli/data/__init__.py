@@ -11,8 +11,9 @@ from ._registry import (
                         load_dataset,
                         register_dataset,
 )
-from .loader import DeviceLoader, augment_batch, train_val_split
+from .loader import DeviceLoader, augment_batch, stratified_subset, train_val_split
 from .sources import make_pulses
 
 __all__ = ["Dataset", "DatasetInfo", "register_dataset", "list_datasets", "get_dataset_info", "load_dataset",
-           "default_data_dir", "checkpoint_dataset", "make_pulses", "DeviceLoader", "augment_batch", "train_val_split"]
+           "default_data_dir", "checkpoint_dataset", "make_pulses", "DeviceLoader", "augment_batch", "train_val_split",
+           "stratified_subset"]

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 
-__all__ = ["DeviceLoader", "augment_batch", "train_val_split", "epoch_generator", "TRANSLATE_PADS"]
+__all__ = ["DeviceLoader", "augment_batch", "train_val_split", "stratified_subset", "epoch_generator",
+           "TRANSLATE_PADS"]
 
 TRANSLATE_PADS = ("zero", "reflect")
 
@@ -108,6 +109,28 @@ class DeviceLoader:
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, self.y[idx]
+
+
+def stratified_subset(y: torch.Tensor, n: int, seed: int = 0, stream: int = 0) -> np.ndarray:
+    """Sorted indices of ``n`` of the labels ``y``, every class in proportion (largest remainders
+    decide the rounding; ties go to the lower class), drawn at random with ``(seed, stream)``.
+
+    Our own few lines rather than scikit-learn's, so that a subset recorded in a checkpoint is
+    the same subset with any library version.  ``n >= len(y)`` keeps everything.
+    """
+    yn = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if n <= 0:
+        raise ConfigError(f"a subset needs at least one example, got {n}")
+    if n >= len(yn):
+        return np.arange(len(yn))
+    classes, inverse, counts = np.unique(yn, return_inverse=True, return_counts=True)
+    exact = counts * (n / len(yn))
+    take = np.floor(exact).astype(np.int64)
+    order = sorted(range(len(classes)), key=lambda k: (-(exact[k] - take[k]), k))
+    take[order[: n - int(take.sum())]] += 1
+    rng = np.random.default_rng([int(seed), int(stream)])
+    picked = [rng.permutation(np.flatnonzero(inverse == k))[: take[k]] for k in range(len(classes))]
+    return np.sort(np.concatenate(picked))
 
 
 def train_val_split(y: torch.Tensor, val_split: float = 0.0, folds: int = 0, fold: int = 0,

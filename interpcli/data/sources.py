@@ -23,8 +23,11 @@ def _read_npz(path: Path, name: str) -> Dataset:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise DatasetError(f"{name}: file not found: {path}") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise DatasetError(f"{name}: cannot read '{path}' as NPZ ({e})") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise DatasetError(f"{name}: cannot read '{path}': {e.strerror}") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, AttributeError, TypeError):
+        # never numpy's advice to load it unsafely; AttributeError/TypeError: a single .npy, not an NPZ
+        raise DatasetError(f"{name}: '{path}' is not an NPZ written by numpy without objects") from None
     ds = arrays_to_dataset(name, arrays, str(path))
     return ds
 

@@ -2,5 +2,6 @@
 
 from . import bcos, cam, gradient, perturbation, propagation, representation, surrogate  # noqa: F401  (registration side effects)
 from ._registry import MethodInfo, attribute, get_method, list_methods, register_method
+from .params import Param
 
-__all__ = ["MethodInfo", "register_method", "get_method", "list_methods", "attribute"]
+__all__ = ["MethodInfo", "Param", "register_method", "get_method", "list_methods", "attribute"]

@@ -6,7 +6,9 @@
 float batch (N, C, H, W) on the model's device, ``target`` int64 (N,) class indices.  The
 result is (N, C, H, W) (per input channel) or (N, 1, H, W) (one map per image, for CAM and
 perturbation methods), float32, detached.  Adding a method is one file with one decorated
-function and its import in ``methods/__init__.py``.
+function and its import in ``methods/__init__.py``; the decorator declares every parameter of
+``defaults`` in ``params`` (:mod:`.params`: ``integer(min=1)``, ``number(gt=0)``,
+``one_of(...)``...), and :func:`attribute` checks and coerces the values with it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..inputs import as_targets
 from ..models import Classifier
 from ..models.bcos import is_bcos
 from ._common import auto_batch_size
+from .params import Param, check_params
 
 __all__ = ["MethodInfo", "register_method", "get_method", "list_methods", "attribute"]
 
@@ -46,6 +49,8 @@ class MethodInfo:
         complete: the attributions sum to f_t(x) - f_t(baseline) (``baseline`` and ``seed``
             parameters); ``interp explain`` records the gap per row and warns when it is large.
         defaults: default parameters (documented, recorded in artifacts).
+        params: the declaration of each parameter in ``defaults`` (type, range, choices:
+            :mod:`.params`); :func:`attribute` checks and coerces every value with it.
         paper: reference URL.
     """
 
@@ -60,7 +65,13 @@ class MethodInfo:
     bcos_only: bool = False
     complete: bool = False
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    params: dict[str, Param] = dataclasses.field(default_factory=dict)
     paper: str | None = None
+
+    def check(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` checked against the declarations and coerced to their types (unknown
+        names and bad values: :class:`~interpcli.errors.ConfigError`)."""
+        return check_params(self.name, self.params, params)
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -70,7 +81,13 @@ def register_method(name: str, **info: Any) -> Callable[[Callable[..., torch.Ten
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         if name in _REGISTRY:
             raise ValueError(f"method '{name}' registered twice")
-        _REGISTRY[name] = MethodInfo(name=name, fn=fn, **info)
+        m = MethodInfo(name=name, fn=fn, **info)
+        if set(m.params) != set(m.defaults):
+            raise ValueError(f"method '{name}': declare every parameter in params= (and no other): "
+                             f"{', '.join(sorted(set(m.params) ^ set(m.defaults)))}")
+        if m.check(m.defaults) != m.defaults:
+            raise ValueError(f"method '{name}': a default does not pass its declaration")
+        _REGISTRY[name] = m
         return fn
 
     return deco
@@ -92,9 +109,11 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
               **params: Any) -> torch.Tensor:
     """Attributions of ``method`` for ``target`` (an int or (N,) classes) on images ``x``.
 
-    Unknown parameters, a target out of range and B-cos-only methods on other models are
-    :class:`~interpcli.errors.ConfigError`.  The model is put in eval mode.  With ``fast``
-    (default) a :class:`~interpcli.models.Classifier` runs on the eval fast path
+    Every parameter is checked and coerced to its declared type (:mod:`.params`; ``"4"`` for an
+    integer is 4).  Unknown parameters, values of the wrong type or out of range, a target out
+    of range and B-cos-only methods on other models are :class:`~interpcli.errors.ConfigError`.
+    The model is put in eval mode.  With ``fast`` (default) a
+    :class:`~interpcli.models.Classifier` runs on the eval fast path
     (:func:`interpcli.fastpath.fast_model`: BatchNorm folded into the convolutions,
     channels_last; a cached copy, the model itself is not modified); ``compile`` also
     compiles that copy with ``torch.compile``.  Other modules run as given.  On CUDA the method
@@ -104,10 +123,7 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
     other devices use each method's default.
     """
     info = get_method(method)
-    unknown = sorted(set(params) - set(info.defaults))
-    if unknown:
-        valid = ", ".join(sorted(info.defaults)) or "none"
-        raise ConfigError(f"method '{method}' has no parameter {', '.join(unknown)}; its parameters: {valid}")
+    params = info.check(params)
     if info.bcos_only and not is_bcos(model):
         raise ConfigError(f"method '{method}' needs a B-cos model (arch bcos-*)")
     target = as_targets(target, len(x), getattr(model, "num_classes", None), x.device)

@@ -17,6 +17,9 @@ from ..errors import ConfigError
 from ..models.features import capture_output, layer_of
 from ._common import batched
 from ._registry import register_method
+from .params import text
+
+_LAYER = {"layer": text(nullable=True, doc="module path of the layer; null: the arch's CAM layer")}
 
 
 def _spatial_layer(model, x: torch.Tensor) -> str | None:
@@ -65,7 +68,7 @@ def _activation_and_grad(model, layer, x, target, name):
 
 
 @register_method("gradcam", description="Grad-CAM at the last spatial layer (or --param layer=NAME)", kind="cam",
-                 uses_gradients=True, signed=False, needs_layer=True, defaults={"layer": None},
+                 uses_gradients=True, signed=False, needs_layer=True, defaults={"layer": None}, params=_LAYER,
                  paper="https://arxiv.org/abs/1610.02391")
 def gradcam(model, x, target, *, batch_size=None, layer=None):
     module, name = layer_of(model, layer), layer or getattr(model, "target_layer", None)
@@ -80,7 +83,7 @@ def gradcam(model, x, target, *, batch_size=None, layer=None):
 
 @register_method("gradcam++", description="Grad-CAM++: positive gradients weighted by closed-form alphas",
                  kind="cam", uses_gradients=True, signed=False, needs_layer=True, defaults={"layer": None},
-                 paper="https://arxiv.org/abs/1710.11063")
+                 params=_LAYER, paper="https://arxiv.org/abs/1710.11063")
 def gradcam_pp(model, x, target, *, batch_size=None, layer=None):
     """Chattopadhay et al. 2018, eq. 19 with the exponential-output closed form of the higher
     derivatives (as pytorch-grad-cam): alpha = g^2 / (2 g^2 + sum(A) g^3), w = sum(alpha relu(g))."""

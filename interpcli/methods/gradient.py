@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
-from ..errors import ConfigError
-from ..perturb import make_baseline
+from ..perturb import BASELINES, make_baseline
 from ._common import batched
 from ._registry import register_method
+from .params import SEED, boolean, integer, number, one_of
 
 
 def _leaf(x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,8 @@ def _saliency(model, x, target, abs: bool) -> torch.Tensor:
 
 
 @register_method("grad", description="gradient of the target logit w.r.t. the pixels", kind="gradient",
-                 uses_gradients=True, defaults={"abs": False}, paper="https://arxiv.org/abs/1312.6034")
+                 uses_gradients=True, defaults={"abs": False}, params={"abs": boolean(doc="absolute gradient")},
+                 paper="https://arxiv.org/abs/1312.6034")
 def grad(model, x, target, *, batch_size=None, abs=False):
     return batched(lambda xb, tb: _saliency(model, xb, tb, abs), x, target, batch_size)
 
@@ -38,6 +39,9 @@ def grad(model, x, target, *, batch_size=None, abs=False):
                  paper="https://arxiv.org/abs/1605.01713")
 def ixg(model, x, target, *, batch_size=None):
     return batched(lambda xb, tb: InputXGradient(model).attribute(_leaf(xb), target=tb), x, target, batch_size)
+
+
+_NOISE = {"n_samples": integer(min=1), "sigma": number(ge=0, doc="noise standard deviation (pixels)"), "seed": SEED}
 
 
 def _noise_tunnel(model, x, target, batch_size, kind, n_samples, sigma, seed):
@@ -54,7 +58,7 @@ def _noise_tunnel(model, x, target, batch_size, kind, n_samples, sigma, seed):
 
 @register_method("smoothgrad", description="mean gradient under Gaussian noise (sigma in pixel units)",
                  kind="gradient", uses_gradients=True, defaults={"n_samples": 25, "sigma": 0.15, "seed": 0},
-                 paper="https://arxiv.org/abs/1706.03825")
+                 params=_NOISE, paper="https://arxiv.org/abs/1706.03825")
 def smoothgrad(model, x, target, *, batch_size=None, n_samples=25, sigma=0.15, seed=0):
     if sigma == 0:  # no noise: every sample is the plain gradient
         return grad(model, x, target, batch_size=batch_size)
@@ -63,7 +67,7 @@ def smoothgrad(model, x, target, *, batch_size=None, n_samples=25, sigma=0.15, s
 
 @register_method("vargrad", description="variance of the gradient under Gaussian noise", kind="gradient",
                  uses_gradients=True, signed=False, defaults={"n_samples": 25, "sigma": 0.15, "seed": 0},
-                 paper="https://arxiv.org/abs/1810.03292")
+                 params=_NOISE, paper="https://arxiv.org/abs/1810.03292")
 def vargrad(model, x, target, *, batch_size=None, n_samples=25, sigma=0.15, seed=0):
     return _noise_tunnel(model, x, target, batch_size, "vargrad", n_samples, sigma, seed)
 
@@ -74,10 +78,10 @@ _IG_METHODS = {"riemann": "riemann_middle", "gausslegendre": "gausslegendre"}
 @register_method("intgrad", description="Integrated Gradients from a black/blurred/uniform baseline",
                  kind="gradient", uses_gradients=True, complete=True,
                  defaults={"steps": 64, "baseline": "black", "rule": "gausslegendre", "seed": 0},
+                 params={"steps": integer(min=1), "baseline": one_of(*BASELINES), "rule": one_of(*_IG_METHODS),
+                         "seed": SEED},
                  paper="https://arxiv.org/abs/1703.01365")
 def intgrad(model, x, target, *, batch_size=None, steps=64, baseline="black", rule="gausslegendre", seed=0):
-    if rule not in _IG_METHODS:
-        raise ConfigError(f"unknown integration rule '{rule}'; use riemann or gausslegendre")
     # Captum's internal batch counts interpolated images (inputs x steps).
     return IntegratedGradients(model).attribute(_leaf(x), baselines=make_baseline(baseline, x, seed), target=target,
                                                 n_steps=int(steps), method=_IG_METHODS[rule],

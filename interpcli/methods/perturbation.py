@@ -21,7 +21,6 @@ import warnings
 
 import torch
 
-from ..errors import ConfigError
 from ..incremental import IncrementalUnsupported, get_plan, incremental_occlusion_scores
 from ..occlusion import coverage_maps
 from ..perturb import (
@@ -34,28 +33,14 @@ from ..perturb import (
     target_score,
 )
 from ._registry import register_method
+from .params import SEED, boolean, integer, number, one_of
 
 _INCREMENTAL_MIN_SIZE = 128  # incremental="auto" from this image side on (below, it does not pay: benchmarks.md)
 
 
-def _incremental_mode(v) -> bool | str:
-    if isinstance(v, str):
-        low = v.strip().lower()
-        if low == "auto":
-            return "auto"
-        if low in ("true", "on", "yes", "1"):
-            return True
-        if low in ("false", "off", "no", "0"):
-            return False
-    elif isinstance(v, (bool, int)) and v in (0, 1):
-        return bool(v)
-    raise ConfigError(f"occlusion incremental must be auto, true or false; got {v!r}")
-
-
 def _occlusion_incremental(model, x, target, fillv, window: int, stride: int, batch_size, mode) -> torch.Tensor | None:
     """(N, K) scores by incremental inference (Krypton; :mod:`interpcli.incremental`), or None
-    for the ordinary path."""
-    mode = _incremental_mode(mode)
+    for the ordinary path; ``mode``: ``"auto"``, True or False (checked by the registry)."""
     h, w = x.shape[-2:]
     if mode is False or (mode == "auto" and min(h, w) < _INCREMENTAL_MIN_SIZE):
         return None
@@ -80,6 +65,9 @@ def _occlusion_incremental(model, x, target, fillv, window: int, stride: int, ba
 @register_method("occlusion", description="drop of the target logit under a sliding occluding window",
                  kind="perturbation", uses_gradients=False,
                  defaults={"window": 8, "stride": 4, "fill": 0.0, "incremental": "auto"},
+                 params={"window": integer(min=1), "stride": integer(min=1),
+                         "fill": number(words=("mean",), doc="pixel value, or mean: each image's mean"),
+                         "incremental": boolean(words=("auto",), doc="auto: from 128x128 images on")},
                  paper="https://arxiv.org/abs/1311.2901")
 def occlusion(model, x, target, *, batch_size=None, window=8, stride=4, fill=0.0, incremental="auto"):
     h, w = x.shape[-2:]
@@ -104,19 +92,17 @@ def _rise_fill(model, fill) -> torch.Tensor | float:
         return encoder_mean(model)
     if fill == "zero":
         return 0.0
-    try:
-        return float(fill)
-    except (TypeError, ValueError):
-        raise ConfigError(f"rise fill must be mean, zero or a number, not {fill!r}") from None
+    return float(fill)
 
 
 @register_method("rise", description="RISE: random soft masks weighted by the class probability",
                  kind="perturbation", uses_gradients=False, signed=False,
                  defaults={"n_masks": 6000, "s": 8, "p": 0.1, "score": "prob", "fill": "mean", "seed": 0},
+                 params={"n_masks": integer(min=1), "s": integer(min=1, doc="cells of the mask grid per side"),
+                         "p": number(gt=0, le=1, doc="keep probability of a cell"), "score": one_of("prob", "logit"),
+                         "fill": number(words=("mean", "zero"), doc="mean: the input encoder's mean"), "seed": SEED},
                  paper="https://arxiv.org/abs/1806.07421")
 def rise(model, x, target, *, batch_size=None, n_masks=6000, s=8, p=0.1, score="prob", fill="mean", seed=0):
-    if score not in ("prob", "logit"):
-        raise ConfigError("rise score must be prob or logit")
     fillv = _rise_fill(model, fill)
     fillv = fillv.to(x) if torch.is_tensor(fillv) else fillv
     masks = rise_masks(int(n_masks), int(s), float(p), tuple(x.shape[-2:]), seed, x.device)

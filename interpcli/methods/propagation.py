@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from captum.attr import DeepLift, GuidedBackprop
 from torch.fx.node import map_aggregate
 
-from ..errors import ConfigError
-from ..perturb import make_baseline
+from ..perturb import BASELINES, make_baseline
 from . import deeplift_rules as rules
 from ._common import batched
 from ._registry import register_method
+from .params import SEED, integer, one_of
 
 
 def _leaf(x: torch.Tensor) -> torch.Tensor:
@@ -288,10 +288,11 @@ def _without_inplace(model: nn.Module) -> nn.Module:
 
 @register_method("deeplift", description="DeepLIFT (rescale and max-pool rules) from a black/blurred/uniform baseline",
                  kind="gradient", uses_gradients=True, complete=True,
-                 defaults={"baseline": "black", "seed": 0, "steps": 16}, paper="https://arxiv.org/abs/1704.02685")
+                 defaults={"baseline": "black", "seed": 0, "steps": 16},
+                 params={"baseline": one_of(*BASELINES), "seed": SEED,
+                         "steps": integer(min=1, doc="Gauss-Legendre nodes of the path-averaged rule")},
+                 paper="https://arxiv.org/abs/1704.02685")
 def deeplift(model, x, target, *, batch_size=None, baseline="black", seed=0, steps=16):
-    if int(steps) < 1:
-        raise ConfigError("deeplift: steps must be at least 1")
     base = make_baseline(baseline, x, seed)
     bs = batch_size or 64
     model = _without_inplace(model)

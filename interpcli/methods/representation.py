@@ -18,10 +18,23 @@ distribution.  The engine is :func:`interpcli.occlusion.occlude`; see ``docs/occ
 from __future__ import annotations
 
 from ..occlusion import OccludeConfig, occlude
+from ..perturb import FILLS
+from ..subspace import DISTANCES
 from ._registry import register_method
+from .params import SEED, integer, number, one_of, text
 
 _COMMON = {"window": 8, "stride": 4, "fill": "zero", "layer": None, "seed": 0, "grad_prune": None}
 _VIEWS = {"augment": "weak", "views": 16, "k": 4, "angles": "all"}
+_COMMON_PARAMS = {
+    "window": integer(min=1), "stride": integer(min=1), "fill": number(words=FILLS), "seed": SEED,
+    "layer": text(nullable=True, doc="null: penultimate; logits; probs; or a module path"),
+    "grad_prune": number(gt=0, le=1, nullable=True, doc="fraction of windows scored, ranked by gradient saliency"),
+}
+_VIEWS_PARAMS = {
+    "augment": text(doc="augmentation preset: none, weak, strong, optionally PRESET:KEY=VALUE,..."),
+    "views": integer(min=1), "k": integer(min=1, doc="subspace dimension"),
+    "angles": integer(min=1, words=("all", "first"), doc="canonical angles used"),
+}
 
 
 def _run(model, x, score: str, batch_size, **params):
@@ -31,14 +44,16 @@ def _run(model, x, score: str, batch_size, **params):
 
 @register_method("rosa", description="representation-space occlusion: feature distance per window (class-agnostic)",
                  kind="perturbation", uses_gradients=False, class_specific=False, signed=False,
-                 defaults={**_COMMON, "distance": "cosine"})
+                 defaults={**_COMMON, "distance": "cosine"},
+                 params={**_COMMON_PARAMS, "distance": one_of(*DISTANCES)})
 def rosa(model, x, target, *, batch_size=None, **params):
     return _run(model, x, "repr", batch_size, **params)
 
 
 @register_method("osa-das", description="OSA-DAS: canonical-angle distance of augmentation subspaces per window",
                  kind="perturbation", uses_gradients=False, class_specific=False, signed=False,
-                 defaults={**_COMMON, **_VIEWS}, paper="https://arxiv.org/abs/2311.15022")
+                 defaults={**_COMMON, **_VIEWS}, params={**_COMMON_PARAMS, **_VIEWS_PARAMS},
+                 paper="https://arxiv.org/abs/2311.15022")
 def osa_das(model, x, target, *, batch_size=None, **params):
     return _run(model, x, "subspace", batch_size, **params)
 
@@ -46,6 +61,9 @@ def osa_das(model, x, target, *, batch_size=None, **params):
 @register_method("gds", description="ROSA-GDS: feature distance inside the image's generalized difference subspace",
                  kind="perturbation", uses_gradients=False, class_specific=False, signed=False,
                  defaults={**_COMMON, **_VIEWS, "distance": "cosine", "gds_dim": 0.5, "gds_mode": "repr"},
+                 params={**_COMMON_PARAMS, **_VIEWS_PARAMS, "distance": one_of(*DISTANCES),
+                         "gds_dim": number(gt=0, whole_from=1, doc="a fraction of the rank, or a number of directions"),
+                         "gds_mode": one_of("repr", "subspace")},
                  paper="https://arxiv.org/abs/2311.15022")
 def gds(model, x, target, *, batch_size=None, **params):
     return _run(model, x, "gds", batch_size, **params)

@@ -29,8 +29,9 @@ import torch
 
 from ..errors import ConfigError
 from ..perturb import MaskSet, make_baseline, masked_scores, target_score
-from ..segments import region_means, superpixels
+from ..segments import SEGMENTATIONS, region_means, superpixels
 from ._registry import register_method
+from .params import SEED, integer, number, one_of
 
 __all__ = ["weighted_ridge", "constrained_lstsq", "lime_samples", "kernelshap_samples", "lime_weights", "fill_image"]
 
@@ -180,22 +181,8 @@ def _pattern_scores(model, x, target, labels, z, rows, fill, batch_size, prob) -
     return out
 
 
-def _int(name: str, value) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be an integer, not {value!r}") from None
-
-
-def _float(name: str, value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, not {value!r}") from None
-
-
 def _features(x, n_segments, segmentation, compactness):
-    labels = superpixels(x, _int("n_segments", n_segments), segmentation, _float("compactness", compactness))
+    labels = superpixels(x, int(n_segments), segmentation, float(compactness))
     counts = labels.flatten(1).amax(1).cpu() + 1
     return labels, counts
 
@@ -206,23 +193,21 @@ def _paint(coef: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return c.gather(1, labels.reshape(n, h * w)).reshape(n, 1, h, w)
 
 
-def _check_score(score):
-    if score not in ("prob", "logit"):
-        raise ConfigError(f"score must be prob or logit, not {score!r}")
+_FEATURES = {"n_segments": integer(min=1, doc="superpixels (about)"), "segmentation": one_of(*SEGMENTATIONS),
+             "compactness": number(gt=0, doc="SLIC compactness"),
+             "fill": number(words=("superpixel", "mean", "blurred"), doc="value of a removed superpixel"),
+             "score": one_of("prob", "logit"), "seed": SEED}
 
 
 @register_method("lime", description="LIME: weighted ridge surrogate on superpixels (lime_image semantics)",
                  kind="perturbation", uses_gradients=False,
                  defaults={"n_samples": 1000, "n_segments": 50, "segmentation": "slic", "compactness": 10.0,
                            "fill": "superpixel", "kernel_width": 0.25, "alpha": 1.0, "score": "prob", "seed": 0},
+                 params={**_FEATURES, "n_samples": integer(min=1), "kernel_width": number(gt=0),
+                         "alpha": number(ge=0, doc="ridge penalty")},
                  paper="https://arxiv.org/abs/1602.04938")
 def lime(model, x, target, *, batch_size=None, n_samples=1000, n_segments=50, segmentation="slic",
          compactness=10.0, fill="superpixel", kernel_width=0.25, alpha=1.0, score="prob", seed=0):
-    _check_score(score)
-    n_samples = _int("n_samples", n_samples)
-    kernel_width, alpha = _float("kernel_width", kernel_width), _float("alpha", alpha)
-    if n_samples < 1 or not kernel_width > 0 or not alpha >= 0:
-        raise ConfigError("lime needs n_samples >= 1, kernel_width > 0 and alpha >= 0")
     labels, counts = _features(x, n_segments, segmentation, compactness)
     z = lime_samples(counts, int(n_samples), seed)
     fillv = fill_image(x, labels, fill)
@@ -236,13 +221,10 @@ def lime(model, x, target, *, batch_size=None, n_samples=1000, n_segments=50, se
                  kind="perturbation", uses_gradients=False,
                  defaults={"n_samples": 512, "n_segments": 50, "segmentation": "slic", "compactness": 10.0,
                            "fill": 0.0, "score": "logit", "seed": 0},
+                 params={**_FEATURES, "n_samples": integer(min=2, doc="coalitions, with the full and the empty one")},
                  paper="https://arxiv.org/abs/1705.07874")
 def kernelshap(model, x, target, *, batch_size=None, n_samples=512, n_segments=50, segmentation="slic",
                compactness=10.0, fill=0.0, score="logit", seed=0):
-    _check_score(score)
-    n_samples = _int("n_samples", n_samples)
-    if n_samples < 2:
-        raise ConfigError("kernelshap needs n_samples >= 2 (the full and the empty coalition)")
     labels, counts = _features(x, n_segments, segmentation, compactness)
     z, w, rows = kernelshap_samples(counts, int(n_samples), seed)
     fillv = fill_image(x, labels, fill)

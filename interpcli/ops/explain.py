@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..attributions import Attributions
+from ..attributions import Attributions, check_output_folder
 from ..device import model_device
 from ..inputs import Inputs, InputSpec, resolve_targets
-from ..methods import attribute, get_method
+from ..methods import MethodInfo, attribute, get_method
 from ..models.bcos import contributions
 from ..perturb import make_baseline
 from ..viz import bcos_rgba
 from ._common import checkpoint_record, open_checkpoint
 
-__all__ = ["explain", "explain_checkpoint", "logits_of"]
+__all__ = ["explain", "explain_checkpoint", "logits_of", "rows_independent"]
 
 
 def logits_of(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -41,11 +41,17 @@ def logits_of(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tenso
 def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "pred",
             params: dict[str, dict[str, Any]] | None = None, batch_size: int | None = None, *,
             fast: bool = True, compile: bool = False, tf32: bool = False,
-            progress: Callable[[int, str], None] | None = None) -> Attributions:
+            progress: Callable[[int, int, str], None] | None = None,
+            rows_per_call: int | None = None) -> Attributions:
     """Attributions of every method for the requested targets (the model is used in eval mode).
 
-    ``fast`` / ``compile``: the eval fast path of :func:`~interpcli.methods.attribute`;
-    ``progress(i, name)`` is called after the i-th method."""
+    ``fast`` / ``compile``: the eval fast path of :func:`~interpcli.methods.attribute`.  Each
+    method runs on chunks of ``rows_per_call`` rows (default ``max(256, 4 * batch_size)``) and
+    ``progress(done_rows, total_rows, method)`` is called as it starts and after every chunk, so
+    a long single-method run reports (and the CLI shows an ETA).  The results are those of one
+    call on all rows: bitwise on the CPU for most methods (a chunk is whole batches of the
+    method), else to float rounding (~1e-7 relative: the model sees other batch sizes).  A method
+    whose random draws depend on the whole batch (see :func:`rows_independent`) runs in one call."""
     model.eval()
     dev = model_device(model)
     infos = [get_method(m) for m in methods]
@@ -54,13 +60,20 @@ def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "
     rows, targets = resolve_targets(target, model, logits, inputs.labels)
     x = inputs.images[rows]
     maps, used = {}, {}
+    n = len(x)
     for info in infos:
         mine = params.get(info.name, {})
-        maps[info.name] = attribute(model, x.to(dev), targets.to(dev), info.name, batch_size=batch_size,
-                                    fast=fast, compile=compile, tf32=tf32, **mine).cpu()
-        used[info.name] = {**info.defaults, **mine}
+        chunk = max(1, rows_per_call or max(256, 4 * (batch_size or 0))) if rows_independent(info, mine) else n
         if progress is not None:
-            progress(len(used), info.name)
+            progress(0, n, info.name)
+        parts = []
+        for i in range(0, n, chunk) if n else [0]:
+            parts.append(attribute(model, x[i : i + chunk].to(dev), targets[i : i + chunk].to(dev), info.name,
+                                   batch_size=batch_size, fast=fast, compile=compile, tf32=tf32, **mine).cpu())
+            if progress is not None:
+                progress(min(i + chunk, n), n, info.name)
+        maps[info.name] = parts[0] if len(parts) == 1 else torch.cat(parts)
+        used[info.name] = {**info.defaults, **mine}
     extras = _completeness_gaps(model, x, targets, logits[rows], maps, used, infos)
     if "bcos" in maps:  # the papers' colour picture of W(x) needs the six-channel map
         e = contributions(model, x.to(dev), targets.to(dev))
@@ -68,6 +81,18 @@ def explain(model, inputs: Inputs, methods: Sequence[str], target: str | int = "
                                         zip(e.weights.cpu().numpy(), e.contributions.cpu().numpy())]).astype(np.float32)
     return Attributions(x, targets, inputs.labels[rows], logits[rows], [inputs.sources[int(r)] for r in rows],
                         maps, used, {i.name: i.signed for i in infos}, list(model.classes), extras=extras)
+
+
+def rows_independent(info: MethodInfo, params: dict[str, Any]) -> bool:
+    """Whether the map of a row is the same whatever other rows go in the same call, so the rows
+    may be split into chunks.  True of methods without a ``seed``, and of seeded ones whose draws
+    are made once for all rows (RISE masks, augmentation views); false where the draws are shaped
+    by the batch: per-image samples (``n_samples``: SmoothGrad, VarGrad, LIME, KernelSHAP), a
+    ``uniform`` noise baseline, a ``noise`` fill."""
+    if "seed" not in info.defaults:
+        return True
+    p = {**info.defaults, **params}
+    return "n_samples" not in p and p.get("baseline") != "uniform" and p.get("fill") != "noise"
 
 
 def _completeness_gaps(model, x, targets, logits, maps, used, infos) -> dict[str, np.ndarray]:
@@ -92,15 +117,19 @@ def explain_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | N
                        params: dict[str, dict[str, Any]] | None = None, batch_size: int | None = None,
                        fast: bool = True, compile: bool = False, tf32: bool = False, seed: int = 0,
                        device: str = "auto",
-                       png: bool = True, progress: Callable[[int, str], None] | None = None,
+                       png: bool = True, force: bool = False,
+                       progress: Callable[[int, int, str], None] | None = None,
                        ) -> tuple[Attributions, list[Path]]:
     """Explain the checkpoint's predictions on ``inputs`` (default: 8 test images of its dataset)
     and write ``out`` (``attributions.npz``, PNGs; nothing when ``out`` is None).
 
-    Methods with a ``seed`` parameter get ``seed`` unless ``params`` set one.  Returns the
-    result (with the checkpoint's path, sha256 and arch recorded) and the files written."""
+    Methods with a ``seed`` parameter get ``seed`` unless ``params`` set one; an existing
+    non-empty ``out`` is refused (before any work) unless ``force``, which replaces it as a whole.
+    Returns the result (with the checkpoint's path, sha256 and arch recorded) and the files written."""
     for m in methods:
         get_method(m)  # unknown names fail before the model is loaded
+    if out is not None:
+        check_output_folder(out, force)
     model = open_checkpoint(checkpoint, device, seed)
     params = {m: dict((params or {}).get(m, {})) for m in methods}
     for m in methods:
@@ -109,4 +138,4 @@ def explain_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | N
     result = explain(model, (inputs or InputSpec()).load(model), methods, target, params, batch_size, fast=fast,
                      compile=compile, tf32=tf32, progress=progress)
     result.checkpoint = checkpoint_record(checkpoint, model)
-    return result, (result.save(out, png=png) if out is not None else [])
+    return result, (result.save(out, png=png, force=force) if out is not None else [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..artifacts import read_metadata
+from ..metadata import read_metadata  # the header only: no torch, so `interp info` starts fast
 
 __all__ = ["checkpoint_info"]
 

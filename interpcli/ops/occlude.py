@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..attributions import Attributions
+from ..attributions import Attributions, check_output_folder
 from ..device import model_device
 from ..fastpath import fast_model_for_layer
 from ..gds import dataset_gds, load_extra_views
@@ -68,14 +68,17 @@ def occlude_inputs(model, inputs: Inputs, cfg: OccludeConfig, target: str | int 
 
 def occlude_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | None, cfg: OccludeConfig, *,
                        inputs: InputSpec | None = None, target: str | int = "pred", fast: bool = True,
-                       device: str = "auto", png: bool = True,
+                       device: str = "auto", png: bool = True, force: bool = False,
                        progress: Callable[[int, int], None] | None = None) -> tuple[Attributions, list[Path]]:
     """Occlusion maps of ``inputs`` (default: 8 test images of the checkpoint's dataset) written to
-    ``out`` (``attributions.npz``, PNGs; nothing when ``out`` is None); seeded by ``cfg.seed``."""
+    ``out`` (``attributions.npz``, PNGs; nothing when ``out`` is None); seeded by ``cfg.seed``.  An
+    existing non-empty ``out`` is refused (before any work) unless ``force``, which replaces it as a whole."""
     cfg.check()
+    if out is not None:
+        check_output_folder(out, force)
     inputs = inputs or InputSpec()
     model = open_checkpoint(checkpoint, device, cfg.seed)
     result = occlude_inputs(model, inputs.load(model), cfg, target, checkpoint=checkpoint, dataset=inputs.dataset,
                             data_dir=str(inputs.data_dir) if inputs.data_dir else None, progress=progress, fast=fast)
     result.checkpoint = checkpoint_record(checkpoint, model)
-    return result, (result.save(out, png=png) if out is not None else [])
+    return result, (result.save(out, png=png, force=force) if out is not None else [])

@@ -44,7 +44,9 @@ def dataset_rows() -> list[dict[str, Any]]:
 
 
 def method_rows() -> list[dict[str, Any]]:
-    """One row per attribution method: kind, sign, class specificity, parameters and defaults."""
+    """One row per attribution method: kind, sign, class specificity, parameters and defaults,
+    and each parameter's declaration (``params``: type, range or choices, ``accepts`` in words)."""
     return [{"name": n, "kind": (i := get_method(n)).kind, "signed": i.signed, "class_specific": i.class_specific,
              "uses_gradients": i.uses_gradients, "bcos_only": i.bcos_only, "defaults": i.defaults,
+             "params": {k: p.as_dict() for k, p in i.params.items()},
              "description": i.description, "paper": i.paper} for n in list_methods()]

@@ -32,7 +32,7 @@ from .. import artifacts
 from ..data import Dataset, DeviceLoader, load_dataset, train_val_split
 from ..data.loader import epoch_generator
 from ..device import autocast, configure_backends, seed_everything
-from ..errors import ConfigError
+from ..errors import ArtifactError, ConfigError
 from ..evaluate import evaluate
 from ..models import Classifier, first_layer, get_model_info
 from ..training import distributed
@@ -57,20 +57,26 @@ def prepare_data(cfg: TrainConfig) -> tuple[Dataset, np.ndarray, np.ndarray]:
     ds = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_options)
     if cfg.classes:
         ds = ds.subset_classes(list(cfg.classes))
+    ds = ds.limit(cfg.limit_train, cfg.limit_test, cfg.seed)  # recorded in ds.info, hence in the checkpoint
     tr, va = train_val_split(ds.y_train, cfg.val_split, cfg.folds, cfg.fold, cfg.seed)
     return ds, tr, va
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike | None = None, resume: bool = False, device: str = "auto",
-          reporter: Reporter | None = None, threads: int | None = None) -> TrainResult:
+          reporter: Reporter | None = None, threads: int | None = None, force: bool = False) -> TrainResult:
     """Train ``cfg.arch`` on ``cfg.dataset``; write the checkpoint to ``out`` (if given).
 
+    Before any work, ``out``'s folder must take new files and an existing ``out`` is refused
+    unless ``force`` (with ``resume`` too: an interrupted run has no checkpoint yet).  If the
+    final checkpoint cannot be written, the training state stays beside it for ``resume``.
     Returns the final metrics, the per-epoch history and the files written.
     """
     cfg = cfg.resolved()
     reporter = reporter or Silent()
     if out is not None:
-        artifacts.check_output_path(out)
+        if resume and not force and Path(out).is_file():
+            raise ConfigError(f"--resume: '{out}' exists, so its run has finished; pass --force to replace it")
+        artifacts.check_output_path(out, force=force)
     rank, world, dev = distributed.setup(device)
     try:
         return _train(cfg, Path(out) if out is not None else None, resume, dev, rank, world, reporter, threads)
@@ -118,8 +124,16 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, dev: torch.device, 
         model.net.init_from_data(model.encoder(x_tr[:5000].to(dev).float() / 255))
     opt = make_optimizer(cfg, model)
     start_epoch, step, history = 0, 0, []
+    schedule_change: dict[str, Any] | None = None  # set when a resumed run changes --epochs
     if state_tensors is not None:
         start_epoch, step, history = restore_state(model, opt, state_tensors, state_meta)
+        before = state_meta["config"].get("epochs")
+        if start_epoch > cfg.epochs:
+            raise ConfigError(f"--resume: the run has done {start_epoch} epochs already; --epochs must be at least "
+                              f"that, got {cfg.epochs}")
+        if before != cfg.epochs:  # the schedule is recomputed for the new total from the current step on
+            schedule_change = {"after_epoch": start_epoch, "epochs_before": before, "epochs": cfg.epochs}
+    kept = start_epoch  # the epochs done in the state file on disk (0: none written by this run)
     fwd: nn.Module = model
     if world > 1:
         fwd = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -201,13 +215,21 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, dev: torch.device, 
                 record.update(val_acc=ev["accuracy"], val_loss=ev["loss"])
             ev = evaluate(model, ds.x_test, ds.y_test, **kw)
             record.update(test_acc=ev["accuracy"], test_loss=ev["loss"])
+            if schedule_change is not None and epoch == start_epoch:
+                record["schedule_change"] = schedule_change
             history.append(record)
             reporter.epoch(record)
         if writes:
-            save_state(state_path, model, opt, cfg, epoch + 1, step, history, encoding)
-            artifacts.write_bytes(sidecar(out, ".log.jsonl"),
-                                   "".join(artifacts.dumps(r) + "\n" for r in history).encode())
-            write_snapshots()
+            try:
+                save_state(state_path, model, opt, cfg, epoch + 1, step, history, encoding)
+                kept = epoch + 1
+                artifacts.write_bytes(sidecar(out, ".log.jsonl"),
+                                      "".join(artifacts.dumps(r) + "\n" for r in history).encode())
+                write_snapshots()
+            except OSError as e:
+                where = f"; the state after epoch {kept} is in '{state_path}' (--resume continues)" if kept else ""
+                raise ArtifactError(f"cannot write the training files beside '{out}' ({e.strerror or e}){where}") \
+                    from None
         distributed.barrier(world)
     reporter.finish() if rank == 0 else None
 
@@ -219,8 +241,14 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, dev: torch.device, 
         dataset_meta = ds.describe() | {"data_dir": cfg.data_dir, "n_train_used": int(len(y_tr)),
                                         "n_val": int(len(y_va)), "val_split": cfg.val_split, "folds": cfg.folds,
                                         "fold": cfg.fold, "split_seed": cfg.seed}
-        artifacts.save_checkpoint(out, model, dataset=dataset_meta, train_config=cfg.to_dict(), metrics=metrics,
-                                  world_size=world, argv=artifacts.command_line())
+        try:
+            changes = [r["schedule_change"] for r in history if "schedule_change" in r]
+            artifacts.save_checkpoint(out, model, dataset=dataset_meta, train_config=cfg.to_dict(), metrics=metrics,
+                                      world_size=world, argv=artifacts.command_line(),
+                                      **({"schedule_changes": changes} if changes else {}))
+        except OSError as e:
+            raise ArtifactError(f"cannot write the checkpoint '{out}' ({e.strerror or e}); the trained state is kept "
+                                f"in '{state_path}': run the same command with --resume to write it") from None
         files = [out, sidecar(out, ".log.jsonl")] + ([snap_path] if snapshots else [])
         state_path.unlink(missing_ok=True)
     return TrainResult(out if writes else None, metrics, history, files)

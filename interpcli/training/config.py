@@ -31,6 +31,9 @@ class TrainConfig:
         data_dir: where the dataset's files are (default ``$INTERP_DATA_DIR`` or ``./data``).
         dataset_options: loader options (``n_train`` for ``pulses``, ``image_size`` for ``folder``).
         classes: train on these classes only (names or indices), relabelled in this order.
+        limit_train, limit_test: short runs on real data: a stratified subset of this many
+            training / test images (drawn with ``seed``; None: all), recorded in the checkpoint
+            so ``interp eval`` and ``explain`` use the same test subset.
         arch_kwargs: options of the architecture (``interp models --json`` lists them).
         epochs, batch_size: batch size is global (summed over ranks under torchrun).
         lr: peak learning rate for a batch of ``batch_size``.
@@ -52,6 +55,8 @@ class TrainConfig:
     data_dir: str | None = None
     dataset_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     classes: list[str] | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
     arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     epochs: int | None = None
     batch_size: int | None = None
@@ -113,6 +118,9 @@ class TrainConfig:
             raise ConfigError("--label-smoothing must be in [0, 1)")
         if self.momentum is not None and not 0 <= self.momentum < 1:
             raise ConfigError("--momentum must be in [0, 1)")
+        for opt, n in (("--limit-train", self.limit_train), ("--limit-test", self.limit_test)):
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise ConfigError(f"{opt} must be a positive number of images, got {n!r}")
         if self.snapshot_every < 0:
             raise ConfigError("--snapshot-every must be >= 0")
         if self.translate is not None and self.translate < 0:

@@ -19,7 +19,7 @@ from ..errors import ArtifactError, ConfigError
 from ..models import Classifier
 from .config import TrainConfig
 
-__all__ = ["sidecar", "save_state", "load_state", "restore_state", "RESUME_IGNORED"]
+__all__ = ["sidecar", "save_state", "load_state", "restore_state", "RESUME_IGNORED", "RESUME_CHANGEABLE"]
 
 
 def sidecar(out: str | os.PathLike, suffix: str) -> Path:
@@ -57,6 +57,8 @@ def _optim_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor
 
 
 RESUME_IGNORED = ("eval_batch_size", "amp", "channels_last", "compile", "data_dir")
+# May differ on resume: more (or fewer, not below those done) epochs; the LR schedule follows the new total.
+RESUME_CHANGEABLE = ("epochs",)
 
 
 def save_state(path: Path, model: Classifier, opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, step: int,
@@ -70,14 +72,17 @@ def save_state(path: Path, model: Classifier, opt: torch.optim.Optimizer, cfg: T
 
 def load_state(path: Path, cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.exists():
-        raise ConfigError(f"--resume: no training state at '{path}' (nothing to resume)")
+        raise ConfigError(f"--resume: no training state at '{path}' (nothing to resume; a finished run's state is "
+                          "deleted when its checkpoint is written, so only an interrupted run can be continued "
+                          "or extended)")
     tensors, meta = artifacts.load_tensors(path)
     if meta.get("kind") != "train-state":
         raise ArtifactError(f"'{path}' is not a training state file")
     # A key the older state lacks (an option added since) holds its default there.
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     old = {**defaults, **meta["config"]}
-    diff = [k for k, v in cfg.to_dict().items() if k not in RESUME_IGNORED and old.get(k) != v]
+    diff = [k for k, v in cfg.to_dict().items()
+            if k not in RESUME_IGNORED + RESUME_CHANGEABLE and old.get(k) != v]
     if diff:
         desc = ", ".join(f"{k} ({old.get(k)!r} before, {getattr(cfg, k)!r} now)" for k in diff[:4])
         raise ConfigError(f"--resume: options differ from the interrupted run: {desc}")
