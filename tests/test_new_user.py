@@ -25,6 +25,7 @@ from interpcli.ops.explain import rows_independent
 from interpcli.training import sidecar
 
 from .conftest import ROOT
+from .test_train import _StopAt
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), INTERP_THREADS="1")
 ENV.pop("COLUMNS", None)
@@ -37,17 +38,6 @@ def interp(*args, **kw) -> subprocess.CompletedProcess:
                           env=ENV, stdin=subprocess.DEVNULL, **kw)
 
 
-class _StopAt:
-    def __init__(self, at):
-        self.at = at
-
-    def start(self, *a): ...
-    def epoch(self, *a): ...
-    def finish(self): ...
-
-    def step(self, epoch, *a):
-        if epoch == self.at:
-            raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------------------------- 1. short runs
