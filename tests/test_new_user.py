@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from interpcli import TrainConfig, evaluate_checkpoint, explain, load_model, read_metadata, train
@@ -292,6 +293,23 @@ def test_resume_may_change_epochs(tmp_path):
               device="cpu", force=True)
 
 
+def test_keep_state_lets_a_finished_run_be_extended(tmp_path):
+    out = tmp_path / "m.safetensors"
+    first = train(TrainConfig(arch="lenet", dataset="digits", epochs=2, limit_train=200), out=out, device="cpu",
+                  keep_state=True)
+    assert sidecar(out, ".state.safetensors") in first.files
+    with pytest.raises(ConfigError, match="has finished; pass --force"):
+        train(TrainConfig(arch="lenet", dataset="digits", epochs=3, limit_train=200), out=out, resume=True,
+              device="cpu")
+    res = train(TrainConfig(arch="lenet", dataset="digits", epochs=3, limit_train=200), out=out, resume=True,
+                device="cpu", force=True)
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    assert res.history[:2] == first.history  # the first two epochs are the finished run's, not redone
+    assert res.history[2]["schedule_change"] == {"after_epoch": 2, "epochs_before": 2, "epochs": 3}
+    assert read_metadata(out)["train_config"]["epochs"] == 3
+    assert not sidecar(out, ".state.safetensors").exists()  # not kept this time
+
+
 def test_resume_refuses_fewer_epochs_than_done(tmp_path):
     out = tmp_path / "m.safetensors"
     with pytest.raises(KeyboardInterrupt):
@@ -340,3 +358,11 @@ def test_every_cli_module_and_command_is_in_the_lazy_table():
     modules = {p.stem for p in (ROOT / "interpcli" / "cli").glob("*.py") if not p.stem.startswith("_")}
     assert set(COMMAND_MODULES.values()) == modules
     assert {c.name for c in app.registered_commands} == set(COMMAND_MODULES)
+
+
+def test_a_warning_is_one_line_on_stderr(digits_ckpt, tmp_path):
+    Image.fromarray(np.full((16, 24), 128, np.uint8)).save(tmp_path / "wide.png")
+    r = interp("explain", digits_ckpt, tmp_path / "wide.png", "-m", "grad", "-o", tmp_path / "o", "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"Warning: image '{tmp_path / 'wide.png'}' is 24x16 px; resized to the model's "
+                                     "8x8 input (bilinear, aspect ratio not kept)"]

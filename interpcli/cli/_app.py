@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,8 +85,10 @@ class InterpGroup(TyperGroup):
         if not os.environ.get("TERMINAL_WIDTH"):  # typer's own setting wins
             rich_utils.MAX_WIDTH = None if sys.stdout.isatty() else HELP_WIDTH
         try:
-            rv = super().main(args=args, prog_name=prog_name or "interp", complete_var=complete_var,
-                              standalone_mode=False, **extra)
+            with warnings.catch_warnings():  # restores the usual two-line format afterwards
+                warnings.formatwarning = _one_line_warning
+                rv = super().main(args=args, prog_name=prog_name or "interp", complete_var=complete_var,
+                                  standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except NoArgsIsHelpError as e:  # bare `interp`: the help (rich help is printed already), not an error
             if e.format_message().strip():
@@ -111,6 +114,12 @@ class InterpGroup(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """A warning as one ``Warning: ...`` line (not Python's file:line: category + source line)."""
+    return f"Warning: {message}\n"
 
 
 app = typer.Typer(

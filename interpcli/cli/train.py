@@ -116,7 +116,8 @@ def train_cmd(
     folds: Annotated[int, typer.Option("--folds", help="Stratified K-fold cross-validation: K.", rich_help_panel="Data")] = 0,
     fold: Annotated[int, typer.Option("--fold", help="Which fold (0..K-1) is the validation fold.", rich_help_panel="Data")] = 0,
     snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Store the first layer's kernels every N steps (NAME.kernels.npz).", rich_help_panel="Output")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT's .state.safetensors (OUT itself must not exist yet, unless --force).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT's .state.safetensors (OUT itself must not exist yet, unless --force); with a larger --epochs, extend it.")] = False,
+    keep_state: Annotated[bool, typer.Option("--keep-state", help="Keep OUT's .state.safetensors after the run finishes, so that `--resume --force --epochs N` can extend it later.", rich_help_panel="Output")] = False,
     device: DeviceOpt = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.", rich_help_panel="Performance")] = True,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel="Performance")] = False,
@@ -160,7 +161,8 @@ def train_cmd(
                   "subset would want --flip --translate 4)", markup=False, soft_wrap=True)
     reporter = RichReporter(quiet)
     try:
-        result = train(cfg, out=out, resume=resume, device=device, reporter=reporter, force=force)
+        result = train(cfg, out=out, resume=resume, device=device, reporter=reporter, force=force,
+                       keep_state=keep_state)
     except KeyboardInterrupt:
         reporter.finish()
         state = sidecar(out, ".state.safetensors")

@@ -63,12 +63,15 @@ def prepare_data(cfg: TrainConfig) -> tuple[Dataset, np.ndarray, np.ndarray]:
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike | None = None, resume: bool = False, device: str = "auto",
-          reporter: Reporter | None = None, threads: int | None = None, force: bool = False) -> TrainResult:
+          reporter: Reporter | None = None, threads: int | None = None, force: bool = False,
+          keep_state: bool = False) -> TrainResult:
     """Train ``cfg.arch`` on ``cfg.dataset``; write the checkpoint to ``out`` (if given).
 
     Before any work, ``out``'s folder must take new files and an existing ``out`` is refused
     unless ``force`` (with ``resume`` too: an interrupted run has no checkpoint yet).  If the
     final checkpoint cannot be written, the training state stays beside it for ``resume``.
+    ``keep_state`` keeps the state after a finished run too, so that ``resume`` with a larger
+    ``cfg.epochs`` (and ``force``) can extend it later; by default it is deleted.
     Returns the final metrics, the per-epoch history and the files written.
     """
     cfg = cfg.resolved()
@@ -79,13 +82,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, resume: bool =
         artifacts.check_output_path(out, force=force)
     rank, world, dev = distributed.setup(device)
     try:
-        return _train(cfg, Path(out) if out is not None else None, resume, dev, rank, world, reporter, threads)
+        return _train(cfg, Path(out) if out is not None else None, resume, dev, rank, world, reporter, threads,
+                      keep_state)
     finally:
         distributed.teardown(world)
 
 
 def _train(cfg: TrainConfig, out: Path | None, resume: bool, dev: torch.device, rank: int, world: int,
-           reporter: Reporter, threads: int | None) -> TrainResult:
+           reporter: Reporter, threads: int | None, keep_state: bool) -> TrainResult:
     configure_backends(dev, threads)
     if world > 1 and dev.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads() // world))
@@ -250,5 +254,8 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, dev: torch.device, 
             raise ArtifactError(f"cannot write the checkpoint '{out}' ({e.strerror or e}); the trained state is kept "
                                 f"in '{state_path}': run the same command with --resume to write it") from None
         files = [out, sidecar(out, ".log.jsonl")] + ([snap_path] if snapshots else [])
-        state_path.unlink(missing_ok=True)
+        if keep_state:
+            files.append(state_path)
+        else:
+            state_path.unlink(missing_ok=True)
     return TrainResult(out if writes else None, metrics, history, files)

@@ -73,8 +73,7 @@ def save_state(path: Path, model: Classifier, opt: torch.optim.Optimizer, cfg: T
 def load_state(path: Path, cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.exists():
         raise ConfigError(f"--resume: no training state at '{path}' (nothing to resume; a finished run's state is "
-                          "deleted when its checkpoint is written, so only an interrupted run can be continued "
-                          "or extended)")
+                          "deleted when its checkpoint is written unless it was trained with --keep-state)")
     tensors, meta = artifacts.load_tensors(path)
     if meta.get("kind") != "train-state":
         raise ArtifactError(f"'{path}' is not a training state file")
