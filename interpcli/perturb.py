@@ -38,15 +38,18 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, imag
 class MaskSet:
     """K masks of one image, (K, 1, H, W) in [0, 1], materialised on demand (1 = replaced).
 
-    Three storages: ``dense`` masks, ``boxes`` (K, 4) = y0, y1, x0, x1 (sliding windows),
-    or ``segments``: a label map (H, W) with patterns (K, S), mask k = patterns[k, labels].
+    Four storages: ``dense`` masks, ``boxes`` (K, 4) = y0, y1, x0, x1 (sliding windows),
+    ``segments``: a label map (H, W) with patterns (K, S), mask k = patterns[k, labels], or
+    ``ranks``: a rank map (H, W) with counts (K,), mask k = (rank < counts[k]) — the k-th
+    step of deletion / insertion, or the complement with ``invert``.
     """
 
     def __init__(self, size: tuple[int, int], *, dense: torch.Tensor | None = None,
                  boxes: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                 patterns: torch.Tensor | None = None):
+                 patterns: torch.Tensor | None = None, counts: torch.Tensor | None = None, invert: bool = False):
         self.size = (int(size[0]), int(size[1]))
         self.dense, self.boxes, self.labels, self.patterns = dense, boxes, labels, patterns
+        self.counts, self.invert = counts, invert
 
     @classmethod
     def from_dense(cls, masks: torch.Tensor) -> MaskSet:
@@ -61,8 +64,14 @@ class MaskSet:
         """Masks painted from per-segment values: ``patterns`` (K, S) over the S labels of ``labels`` (H, W)."""
         return cls(tuple(labels.shape), labels=labels, patterns=patterns)
 
+    @classmethod
+    def from_ranks(cls, ranks: torch.Tensor, counts: torch.Tensor, invert: bool = False) -> MaskSet:
+        """Mask k covers the ``counts[k]`` pixels of lowest rank (``ranks``: (H, W), a permutation
+        of 0..HW-1); with ``invert`` it covers all the others."""
+        return cls(tuple(ranks.shape), labels=ranks, counts=torch.as_tensor(counts).long(), invert=invert)
+
     def __len__(self) -> int:
-        for t in (self.dense, self.boxes, self.patterns):
+        for t in (self.dense, self.boxes, self.patterns, self.counts):
             if t is not None:
                 return len(t)
         return 0
@@ -74,6 +83,9 @@ class MaskSet:
         if self.patterns is not None:
             p = self.patterns[idx.to(self.patterns.device)].to(device)
             return p[:, self.labels.to(device)][:, None].float()
+        if self.counts is not None:
+            inside = self.labels.to(device)[None] < self.counts[idx.to(self.counts.device)].to(device)[:, None, None]
+            return (inside != self.invert).float()[:, None]
         h, w = self.size
         b = self.boxes[idx].to(device)
         ys = torch.arange(h, device=device)
@@ -248,20 +260,21 @@ def masked_scores(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
         x: images (N, C, H, W).
         masks: one :class:`MaskSet` or (K, 1, H, W) tensor for every image, or one per image.
         fill: a number, or a tensor broadcastable to an image ((N, C, H, W) gives each image its own).
-        score_fn: (outputs, image index of each row) -> (B,) scores; default: the outputs
-            themselves (a model that already returns one number per row).
+        score_fn: (outputs, image index of each row) -> (B,) scores, or (B, D) for D numbers per
+            pair; default: the outputs themselves (a model that already returns one number per row).
         batch_size: (image, mask) pairs per forward pass (default 256).
         select: per image, the indices of the masks to score (default all); the others score 0.
         progress: called as ``progress(images done, N)`` whenever images are complete.
 
-    Returns N float32 tensors (K_n,) on the device of ``x``.  Runs under inference mode.
+    Returns N float32 tensors (K_n,) — (K_n, D) for a vector score — on the device of ``x``.
+    Runs under inference mode.
     """
     n = len(x)
     sets = _per_image(masks, n)
     fill_of = _fill_rows(fill, n)
     dev = x.device
     orders = [torch.arange(len(s)) for s in sets] if select is None else [torch.as_tensor(o).long() for o in select]
-    scores = [torch.zeros(len(s), device=dev) for s in sets]
+    scores = [torch.zeros(len(m), device=dev) for m in sets]  # (K, D) instead once a vector score is seen
     img_of = torch.cat([torch.full((len(o),), i, dtype=torch.long) for i, o in enumerate(orders)])
     mask_of = torch.cat(orders) if orders else torch.zeros(0, dtype=torch.long)
     ends = torch.cumsum(torch.tensor([len(o) for o in orders]), 0)  # pairs done when an image is complete
@@ -275,7 +288,12 @@ def masked_scores(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
                 m = sets[i].get(msk[img == i], dev)
                 parts.append(x[i : i + 1] * (1 - m) + fill_of(i) * m)
             out = model(torch.cat(parts))
-            s = (score_fn(out, img.to(dev)) if score_fn is not None else out).float().reshape(-1)
+            s = (score_fn(out, img.to(dev)) if score_fn is not None else out).float()
+            s = s.reshape(len(img), -1)
+            s = s[:, 0] if s.shape[1] == 1 else s
+            if s.dim() == 2 and scores and scores[0].dim() == 1:
+                with torch.inference_mode(False):  # normal tensors: callers update them afterwards
+                    scores = [torch.zeros(len(m), s.shape[1], device=dev) for m in sets]
             for i in images:
                 scores[i][msk[img == i].to(dev)] = s[(img == i).to(dev)]
             if progress is not None:
