@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ from .metadata import (
 from .models import Classifier
 
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "atomic_write", "write_bytes", "check_output_path", "check_folder",
+           "check_output_folder", "staged_folder",
            "file_mode", "folder_mode", "read_npz_arrays", "save_checkpoint", "load_checkpoint", "load_model",
            "read_metadata", "save_tensors", "load_tensors", "save_json", "save_npz", "load_npz", "save_png",
            "sha256_file"]
@@ -99,6 +101,52 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     if p.exists() and not force:
         raise ConfigError(f"'{p}' exists; pass --force to replace it (or choose another --out)")
     return p
+
+
+def check_output_folder(out_dir: str | os.PathLike, force: bool = False) -> Path:
+    """Validate an output folder before any work is done: its parent must exist and take new
+    files, and an existing non-empty folder is only replaced with ``force``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output folder '{out}' is a file, not a folder")
+    check_folder(out.parent, "output folder's parent")
+    if not force and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"output folder '{out}' exists and is not empty; pass --force to replace it "
+                          "(or choose another --out)")
+    return out
+
+
+def _move_folder(new: Path, out: Path) -> None:
+    """Rename folder ``new`` to ``out`` (absent or empty), or, when ``out`` holds files, rename
+    ``out`` away first and delete it after: at every moment ``out`` is all old or all new."""
+    if not (out.is_dir() and any(out.iterdir())):
+        os.rename(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old)  # onto the empty temporary folder
+    try:
+        os.rename(new, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Write an output folder as a whole: yields a temporary folder beside ``out_dir`` to fill;
+    on success it is renamed into place (an existing non-empty folder only with ``force``, then
+    replaced as a whole, never merged), on any error removed, leaving ``out_dir`` untouched."""
+    out = check_output_folder(out_dir, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        os.chmod(tmp, folder_mode())  # mkdtemp makes 0700: give what mkdir would
+        yield tmp
+        _move_folder(tmp, out)
+    except OSError as e:
+        raise ArtifactError(f"cannot write output folder '{out}': {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

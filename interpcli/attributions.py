@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,41 +23,13 @@ import numpy as np
 import torch
 
 from . import artifacts, viz
-from .errors import ArtifactError, ConfigError
+from .artifacts import check_output_folder, staged_folder
+from .errors import ArtifactError
 
 __all__ = ["Attributions", "NPZ_NAME", "check_output_folder"]
 
 NPZ_NAME = "attributions.npz"
 _ROW_ARRAYS = ("images", "targets", "labels", "logits", "predictions", "sources", "attributions")
-
-
-def check_output_folder(out_dir: str | os.PathLike, force: bool = False) -> Path:
-    """Validate an output folder before any work is done: its parent must exist and take new
-    files, and an existing non-empty folder is only replaced with ``force``."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output folder '{out}' is a file, not a folder")
-    artifacts.check_folder(out.parent, "output folder's parent")
-    if not force and out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"output folder '{out}' exists and is not empty; pass --force to replace it "
-                          "(or choose another --out)")
-    return out
-
-
-def _move_folder(new: Path, out: Path) -> None:
-    """Rename folder ``new`` to ``out`` (absent or empty), or, when ``out`` holds files, rename
-    ``out`` away first and delete it after: at every moment ``out`` is all old or all new."""
-    if not (out.is_dir() and any(out.iterdir())):
-        os.rename(new, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old)  # onto the empty temporary folder
-    try:
-        os.rename(new, out)
-    except OSError:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclasses.dataclass
@@ -115,17 +85,9 @@ class Attributions:
         Everything is written into a temporary folder beside ``out_dir``, which is then renamed
         into place: an existing non-empty folder is refused unless ``force``, which replaces it
         as a whole (renamed away, then deleted), never leaving a mix of old and new files."""
-        out = check_output_folder(out_dir, force)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            os.chmod(tmp, artifacts.folder_mode())  # mkdtemp makes 0700: give what mkdir would
+        with staged_folder(out_dir, force) as tmp:
             names = [self._write_npz(tmp / NPZ_NAME)] + (self._write_pngs(tmp) if png else [])
-            _move_folder(tmp, out)
-        except OSError as e:
-            raise ArtifactError(f"cannot write output folder '{out}': {e.strerror or e}") from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return [out / f.name for f in names]
+        return [Path(out_dir) / f.name for f in names]
 
     def _write_npz(self, path: Path) -> Path:
         arrays = {f"attr_{m}": a.numpy().astype(np.float32) for m, a in self.maps.items()}
