@@ -22,7 +22,7 @@ __all__ = ["BETTER", "summarize_scores", "long_rows", "csv_bytes", "summary_rows
 
 # Which direction is better, per metric (shown in tables and figures).
 BETTER = {"consistency": "higher", "min-size": "lower", "deletion": "lower", "insertion": "higher",
-          "pointing": "higher", "sanity": "lower"}
+          "pointing": "higher", "sanity-corr": "lower"}
 
 
 def summarize_scores(scores: dict[str, dict[str, np.ndarray]], *, n_boot: int = 10000, level: float = 0.95,
