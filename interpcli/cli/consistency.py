@@ -35,6 +35,7 @@ _F, _P, _S = "Fidelity metrics", "Pointing game", "Sanity check"
 OutputChoice = choice("ConsistencyOutput", OUTPUTS)
 ScoreChoice = choice("CurveScore", ("prob", "logit"))
 RankChoice = choice("RankBy", ("sum", "abs"))
+SanityTargetChoice = choice("SanityTargets", ("fixed", "pred"))
 
 
 def _substrate(v: str, what: str) -> str | float:
@@ -88,6 +89,9 @@ def consistency_cmd(
     rescale: Annotated[bool, typer.Option("--rescale", help="Shrink each image by the grid so a mosaic keeps the model's input size.", rich_help_panel=_P)] = False,
     mosaic_seed: Annotated[int, typer.Option("--mosaic-seed", help="Seed of the mosaics' class draws (42 in the B-cos repositories).", rich_help_panel=_P)] = 42,
     sanity: Annotated[bool, typer.Option("--sanity", help="Cascading model randomisation (Adebayo et al. 2018) of --methods (default: the files' methods) on the files' images.", rich_help_panel=_S)] = False,
+    sanity_layers: Annotated[Optional[int], typer.Option("--sanity-layers", help="Randomise only the top N layers (deep networks; default all).", rich_help_panel=_S)] = None,
+    sanity_targets: Annotated[SanityTargetChoice, typer.Option("--sanity-targets", help="fixed: explain the original classes at every step; pred: each randomised model's own prediction (Adebayo et al.'s script).", rich_help_panel=_S)] = "fixed",
+    keep_bn_stats: Annotated[bool, typer.Option("--keep-bn-stats", help="Keep BatchNorm running statistics when re-initialising (their TF code) instead of resetting them.", rich_help_panel=_S)] = False,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples of the 95% interval of each mean.", rich_help_panel="Output")] = 10000,
@@ -137,7 +141,10 @@ def consistency_cmd(
                           smooth=smooth, rescale=rescale, mosaic_seed=mosaic_seed, params=params) \
         if pointing_game else None
     scfg = SanityConfig(methods=tuple(chosen) or None, inputs=None if attributions else InputSpec(dataset=dataset, data_dir=data_dir),
-                        params=params) if sanity else None
+                        params=params, max_layers=sanity_layers, target_mode=value(sanity_targets),
+                        keep_bn_stats=keep_bn_stats) if sanity else None
+    if sanity_layers is not None and sanity_layers < 1:
+        raise ConfigError(f"--sanity-layers must be at least 1; got {sanity_layers}")
     if n_boot < 1:
         raise ConfigError(f"--n-boot must be at least 1; got {n_boot}")
     cfg = ConsistencyConfig(fidelity=fid, pointing=pcfg, sanity=scfg, n_boot=n_boot, seed=seed, batch_size=batch_size)

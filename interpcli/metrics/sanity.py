@@ -31,6 +31,7 @@ from skimage.metrics import structural_similarity
 from torch.nn.utils import parametrize
 
 from ..device import model_device
+from ..errors import ConfigError
 from ..inputs import as_targets
 from ..methods import attribute, get_method
 
@@ -84,7 +85,7 @@ def _fallback_init(p: torch.Tensor) -> None:
         p.normal_(0.0, 0.01)
 
 
-def reinitialise(module: nn.Module, seed: int) -> None:
+def reinitialise(module: nn.Module, seed: int, keep_stats: bool = False) -> None:
     """Re-initialise ``module``'s own parameters in place, drawing from torch's generator seeded
     with ``seed`` (forked: the caller's random state is untouched).
 
@@ -93,9 +94,12 @@ def reinitialise(module: nn.Module, seed: int) -> None:
     variance 1), which makes an eval-mode BatchNorm the identity.  Otherwise (and for parametrized
     weights, whose stored ``original`` is re-drawn) each own parameter is drawn anew: tensors of
     two or more dimensions as PyTorch's convolution default (Kaiming uniform, a = sqrt(5), i.e.
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in))), scalars and vectors from N(0, 0.01²).
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in))), scalars and vectors from N(0, 0.01²).  ``keep_stats``
+    keeps the running statistics of norm layers (Adebayo et al.'s TF code: they are not trainable
+    variables, so its re-initialisation leaves them).
     """
     dev = next((t.device for t in module.parameters()), torch.device("cpu"))
+    stats = {k: v.clone() for k, v in module.named_buffers(recurse=False)} if keep_stats else {}
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         if parametrize.is_parametrized(module):
@@ -108,6 +112,8 @@ def reinitialise(module: nn.Module, seed: int) -> None:
                 _fallback_init(p)
         if _tracks_stats(module):
             module.reset_running_stats()
+    for k, v in stats.items():
+        getattr(module, k).copy_(v)
 
 
 # ----------------------------------------------------------------------------------------
@@ -195,6 +201,8 @@ class SanityResult:
     targets: np.ndarray
     seed: int = 0
     params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    target_mode: str = "fixed"
+    keep_bn_stats: bool = False
 
     def means(self, metric: str = "spearman_abs") -> dict[str, np.ndarray]:
         """Per method, the mean over images (NaN ignored) at each step, (len(layers) + 1,)."""
@@ -208,6 +216,7 @@ class SanityResult:
         """JSON-able (NaN as null): settings, layers, per-step means and the per-image arrays."""
         metrics = ("spearman_abs", "spearman_signed", "ssim")
         return {"layers": list(self.layers), "methods": list(self.methods), "seed": self.seed,
+                "target_mode": self.target_mode, "keep_bn_stats": self.keep_bn_stats,
                 "params": self.params, "targets": [int(t) for t in self.targets],
                 "mean": {k: {m: _jsonable(v[None])[0] for m, v in self.means(k).items()} for k in metrics},
                 **{k: {m: _jsonable(v) for m, v in getattr(self, k).items()} for k in metrics}}
@@ -216,6 +225,7 @@ class SanityResult:
 def cascading_randomisation(model: nn.Module, x: torch.Tensor, targets: torch.Tensor | int, methods: Sequence[str],
                             *, seed: int = 0, params: dict[str, dict[str, Any]] | None = None,
                             batch_size: int | None = None, max_layers: int | None = None, with_ssim: bool = True,
+                            target_mode: str = "fixed", keep_bn_stats: bool = False,
                             progress: Callable[[int, int, str], None] | None = None) -> SanityResult:
     """Cascading randomisation of a deep copy of ``model`` (the model itself is not touched, not
     even its train / eval mode) on images ``x`` (N, C, H, W) in [0, 1] for ``targets`` (the
@@ -228,7 +238,14 @@ def cascading_randomisation(model: nn.Module, x: torch.Tensor, targets: torch.Te
     model's by :func:`rank_correlation` (signed and absolute) and, with ``with_ssim``, by
     :func:`ssim` of the :func:`grayscale` maps.  ``progress(step, n_steps, layer)`` is called after
     each step (step 0: the trained model).
+
+    ``target_mode``: ``fixed`` (default: the original targets at every step, so the map of the
+    same class is compared) or ``pred`` (each randomised model explains its own prediction, as
+    Adebayo et al.'s script).  ``keep_bn_stats``: keep norm layers' running statistics when
+    they are re-initialised (their TF code), instead of resetting them (default).
     """
+    if target_mode not in ("fixed", "pred"):
+        raise ConfigError(f"target_mode must be fixed or pred; got '{target_mode}'")
     params = params or {}
     used = {m: {**get_method(m).defaults, **get_method(m).check(params.get(m, {}))} for m in methods}
     net = copy.deepcopy(model).eval()
@@ -241,7 +258,11 @@ def cascading_randomisation(model: nn.Module, x: torch.Tensor, targets: torch.Te
     steps = len(layers) + 1
 
     def maps_of() -> dict[str, torch.Tensor]:
-        return {m: attribute(net, x, t, m, batch_size=batch_size, **params.get(m, {})).cpu() for m in methods}
+        tt = t
+        if target_mode == "pred":
+            with torch.inference_mode():
+                tt = torch.cat([net(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)])
+        return {m: attribute(net, x, tt, m, batch_size=batch_size, **params.get(m, {})).cpu() for m in methods}
 
     original = maps_of()
     ref = {m: (original[m].abs().sum(1), original[m].sum(1), grayscale(original[m]) if with_ssim else None)
@@ -251,7 +272,7 @@ def cascading_randomisation(model: nn.Module, x: torch.Tensor, targets: torch.Te
     for step in range(steps):
         if step:
             seq = np.random.SeedSequence([int(seed) % 2**32, step]).generate_state(1)[0]
-            reinitialise(layers[step - 1][1], int(seq))
+            reinitialise(layers[step - 1][1], int(seq), keep_stats=keep_bn_stats)
         current = original if step == 0 else maps_of()
         for m in methods:
             a = current[m]
@@ -262,4 +283,4 @@ def cascading_randomisation(model: nn.Module, x: torch.Tensor, targets: torch.Te
         if progress is not None:
             progress(step, steps - 1, layers[step - 1][0] if step else "(trained)")
     return SanityResult([name for name, _ in layers], list(methods), out["abs"], out["signed"], out["ssim"],
-                        t.cpu().numpy(), int(seed), used)
+                        t.cpu().numpy(), int(seed), used, target_mode, keep_bn_stats)

@@ -71,6 +71,9 @@ class SanityConfig:
     methods: Sequence[str] | None = None
     inputs: InputSpec | None = None
     params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    max_layers: int | None = None
+    target_mode: str = "fixed"
+    keep_bn_stats: bool = False
 
 
 @dataclasses.dataclass
@@ -201,7 +204,9 @@ def _sanity(model, scfg: SanityConfig, attr: Attributions | None, cfg: Consisten
     params = {m: {k: v for k, v in p.items() if k in get_method(m).defaults} for m, p in params.items()}
     dev = model_device(model)
     return cascading_randomisation(model, x.to(dev), targets.to(dev), methods, seed=cfg.seed, params=params,
-                                   batch_size=cfg.batch_size, progress=progress)
+                                   batch_size=cfg.batch_size, max_layers=scfg.max_layers,
+                                   target_mode=scfg.target_mode, keep_bn_stats=scfg.keep_bn_stats,
+                                   progress=progress)
 
 
 def _sanity_scores(res: SanityResult) -> dict[str, np.ndarray]:
