@@ -46,13 +46,16 @@ _LAZY = {
     "explain": ".ops.explain",
     "explain_checkpoint": ".ops.explain",
     "occlude_checkpoint": ".ops.occlude",
+    "noise_grad_checkpoint": ".ops.noise_grad",
+    "kernels_checkpoint": ".ops.kernels",
 }
 
 __all__ = ["__version__", "InterpError", "resolve_device", "seed_everything", "CHECKPOINT_FORMAT_VERSION",
            "save_checkpoint", "load_checkpoint", "load_model", "read_metadata", "list_datasets", "load_dataset",
            "create_model", "list_models", "TrainConfig", "train", "evaluate", "evaluate_checkpoint", "attribute",
            "get_method", "list_methods", "Attributions", "Inputs", "InputSpec", "explain", "explain_checkpoint",
-           "occlude_checkpoint"]  # = "__version__" and the keys of _LAZY (a test checks)
+           "occlude_checkpoint",
+           "noise_grad_checkpoint", "kernels_checkpoint"]  # = "__version__" and the keys of _LAZY (a test checks)
 
 
 def __getattr__(name: str) -> Any:
@@ -94,6 +97,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
     from .models import create_model, list_models
     from .ops.evaluate import evaluate_checkpoint
     from .ops.explain import explain, explain_checkpoint
+    from .ops.kernels import kernels_checkpoint
+    from .ops.noise_grad import noise_grad_checkpoint
     from .ops.occlude import occlude_checkpoint
     from .ops.train import train
     from .training import TrainConfig

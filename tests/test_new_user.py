@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -343,12 +344,15 @@ assert all(getattr(interpcli, n) is not None for n in interpcli.__all__)
 
 
 def test_gitignore_covers_the_default_outputs():
-    r = subprocess.run(["git", "check-ignore", "explain-out/a.png", "occlude-out/a.png", "lenet-digits.safetensors",
-                        "lenet-digits.log.jsonl", "lenet-digits.state.safetensors", "lenet-digits.kernels.npz"],
-                       cwd=ROOT, capture_output=True, text=True)
+    folders = sorted({m for f in (ROOT / "interpcli" / "cli").glob("*.py")
+                      for m in re.findall(r'Path\("([a-z-]+-out)"\)', f.read_text())})
+    assert {"explain-out", "occlude-out", "consistency-out"} <= set(folders)
+    paths = [f"{d}/a.png" for d in folders] + ["lenet-digits.safetensors", "lenet-digits.log.jsonl",
+                                               "lenet-digits.state.safetensors", "lenet-digits.kernels.npz"]
+    r = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
     if r.returncode == 128:
         pytest.skip("not a git checkout")
-    assert len(r.stdout.splitlines()) == 6, r.stdout
+    assert sorted(r.stdout.splitlines()) == sorted(paths), r.stdout
 
 
 def test_every_cli_module_and_command_is_in_the_lazy_table():

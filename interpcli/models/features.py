@@ -24,7 +24,8 @@ import torch.nn as nn
 from ..errors import ConfigError
 from ._base import resolve_layer
 
-__all__ = ["FeatureExtractor", "feature_module", "capture_output", "layer_of", "reduce_features", "POOLS"]
+__all__ = ["FeatureExtractor", "feature_module", "capture_output", "layer_of", "reduce_features", "layer_shapes",
+           "POOLS"]
 
 POOLS = ("auto", "avg", "max", "flatten")
 
@@ -123,3 +124,34 @@ class FeatureExtractor:
         if "f" not in store:
             raise ConfigError(f"the feature layer was not reached in the forward pass (layer {self.layer!r})")
         return reduce_features(store["f"], self.pool)
+
+
+def layer_shapes(model: nn.Module, shape: tuple[int, ...] | None = None) -> list[dict]:
+    """Every named module of ``model.net`` in forward order, with its type, its output shape for
+    one image of ``shape`` (default ``model.input_shape``; filled with 0.5) and its unit count
+    (the output's dimension 1), after a first ``logits`` row: the names ``--layer`` takes."""
+    net = _net(model)
+    shape = tuple(shape or model.input_shape)
+    seen: dict[str, dict] = {}
+    handles = []
+    for name, module in net.named_modules():
+        if not name:
+            continue
+
+        def hook(_m, _i, out, name=name, module=module):
+            if name not in seen:  # a module called twice: its first call
+                ok = isinstance(out, torch.Tensor)
+                seen[name] = {"name": name, "type": type(module).__name__,
+                              "shape": list(out.shape[1:]) if ok else type(out).__name__,
+                              "units": int(out.shape[1]) if ok and out.dim() >= 2 else None}
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            p = next(model.parameters(), None)
+            logits = model(torch.full((1, *shape), 0.5, device=p.device if p is not None else None))
+    finally:
+        for h in handles:
+            h.remove()
+    return [{"name": "logits", "type": "output", "shape": list(logits.shape[1:]), "units": int(logits.shape[1])},
+            *seen.values()]
