@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from . import artifacts
 from .errors import ArtifactError, ConfigError
+from .viz import fig_png, pyplot
 
 try:  # the MP4 encoder is optional: a notice when neither it nor an ffmpeg binary is there
     import imageio_ffmpeg
@@ -35,7 +36,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = ["Grid", "tile_grid", "render", "render_tile", "column_labels", "gradient_grid", "kernel_tiles",
            "kernel_limit", "kernel_montage", "gif_bytes", "ffmpeg_exe", "mp4_bytes", "strip", "feature_map_png",
-           "pyplot", "fig_png", "png_bytes", "write_folder", "RENDERS", "SCALES", "MIN_TILE"]
+           "png_bytes", "write_folder", "RENDERS", "SCALES", "MIN_TILE"]
 
 MIN_TILE = 64      # shorter side of a tile in pixels after upscaling
 GRADIENT_TILE = 96  # the same for images and gradients (a 32x32 image is shown 96x96)
@@ -309,24 +310,6 @@ def strip(frames: Sequence[np.ndarray]) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- figures
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (imported on first use)."""
-    import matplotlib  # noqa: PLC0415 (heavy: imported when used)
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt  # noqa: PLC0415 (heavy: imported when used)
-
-    return plt
-
-
-def fig_png(plt, fig) -> bytes:
-    """PNG bytes of a matplotlib figure (closed after)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", pad_inches=0.1)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def feature_map_png(image: np.ndarray, kernel_tile: np.ndarray, fmap: np.ndarray, title: str = "") -> bytes:
     """The "do a convolution" figure: the image (C, H, W) in [0, 1], the kernel (a uint8 tile
     of :func:`kernel_tiles`, or a montage) and the feature map (h, w) on a diverging scale
@@ -348,7 +331,7 @@ def feature_map_png(image: np.ndarray, kernel_tile: np.ndarray, fmap: np.ndarray
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10)
-    return fig_png(plt, fig)
+    return fig_png(plt, fig, _DPI, 0.1)
 
 
 # ---------------------------------------------------------------------------------------------- output folder

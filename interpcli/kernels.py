@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from . import artifacts
 from .device import model_device
 from .errors import ConfigError, InterpError
-from .kernel_viz import SCALES, fig_png, kernel_limit, kernel_montage, pyplot
+from .kernel_viz import SCALES, kernel_limit, kernel_montage
 from .models import first_layer, get_model_info, resolve_layer
+from .viz import fig_png, pyplot
 
 __all__ = ["KernelsConfig", "Snapshots", "FeatureMap", "layer_kernels", "kernel_weight", "fold_bcos",
            "load_snapshots", "snapshot_frames", "pick_frames", "feature_map", "read_loss_log", "stuck_run",
@@ -323,4 +324,4 @@ def loss_profile_png(history: Sequence[dict], verdict: dict, title: str = "") ->
         fig.suptitle(f"{title + chr(10) if title else ''}STUCK: {verdict['reason']}", color="tab:red", fontsize=10)
     elif title:
         fig.suptitle(title, fontsize=10)
-    return fig_png(plt, fig)
+    return fig_png(plt, fig, pad=0.1)

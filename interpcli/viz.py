@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["to_map", "overlay_png", "grid_png", "row_title", "upscale", "blend", "source_pixels",
+__all__ = ["pyplot", "fig_png", "to_map", "overlay_png", "grid_png", "row_title", "upscale", "blend", "source_pixels",
            "original_overlay", "bcos_rgba", "PANEL_PX", "MIN_SIDE"]
 
 PANEL_PX = 200   # pixels of an image panel in overlays and grids (shorter side)
@@ -122,13 +122,27 @@ def original_overlay(original: np.ndarray, attr: np.ndarray, signed: bool) -> np
     return upscale(blend(original, up, signed))
 
 
-def _figure(width: float, height: float):
-    """A figure of ``width`` x ``height`` inches (axes are placed with :func:`_axes`)."""
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported on first use: it is heavy)."""
     import matplotlib  # noqa: PLC0415 (heavy: imported when used)
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt  # noqa: PLC0415 (heavy: imported when used)
 
+    return plt
+
+
+def fig_png(plt, fig, dpi: int = _DPI, pad: float = 0.05) -> bytes:
+    """PNG bytes of a matplotlib figure (closed after), cropped to its content."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=pad)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _figure(width: float, height: float):
+    """A figure of ``width`` x ``height`` inches (axes are placed with :func:`_axes`)."""
+    plt = pyplot()
     return plt, plt.figure(figsize=(width, height), dpi=_DPI)
 
 
@@ -160,13 +174,6 @@ def _show(ax, img: np.ndarray, attr: np.ndarray | None = None, signed: bool = Tr
     return im
 
 
-def _png(plt, fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", pad_inches=0.05)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def overlay_png(img: np.ndarray, attr: np.ndarray, signed: bool, title: str = "", wrong: bool = False) -> bytes:
     """PNG bytes: the image, the map over it, and a colour bar; the title (and the image's frame)
     in red when ``wrong``.  Each panel is :data:`PANEL_PX` pixels on its shorter side."""
@@ -179,7 +186,7 @@ def overlay_png(img: np.ndarray, attr: np.ndarray, signed: bool, title: str = ""
     if title:
         fig.text(0.05 / fig.get_size_inches()[0], 1 - 0.08 / fig.get_size_inches()[1], title, fontsize=9,
                  va="top", ha="left", color=_WRONG if wrong else "black")
-    return _png(plt, fig)
+    return fig_png(plt, fig)
 
 
 def grid_png(images: np.ndarray, attrs: Sequence[np.ndarray], methods: Sequence[str], signed: Sequence[bool],
@@ -205,7 +212,7 @@ def grid_png(images: np.ndarray, attrs: Sequence[np.ndarray], methods: Sequence[
             _show(ax, images[i], a[i], s)
             if i == 0:
                 ax.set_title(methods[j], fontsize=9)
-    return _png(plt, fig)
+    return fig_png(plt, fig)
 
 
 def bcos_rgba(weights: np.ndarray, contributions: np.ndarray, smooth: int = 15,

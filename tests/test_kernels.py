@@ -19,19 +19,13 @@ from interpcli.kernels import feature_map, layer_kernels, load_snapshots, read_l
 from interpcli.models import Classifier
 from interpcli.ops import kernels as ops_kernels
 
+from .test_bad_inputs import _one_line_error
+
 ENC1 = {"kind": "normalize", "mean": [0.5], "std": [0.25]}
 
 
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(r, *needles):
-    assert r.exit_code == 2, r.output
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def _patterns(o: int, i: int, k: int) -> torch.Tensor:

@@ -20,6 +20,8 @@ from interpcli.models import Classifier, get_model_info
 from interpcli.noisegrad import NoiseGradConfig, alignment_scores, noise_distribution, noise_images, unit_gradients
 from interpcli.ops.noise_grad import noise_grad, noise_grad_checkpoint
 
+from .test_bad_inputs import _one_line_error
+
 
 class LinearUnits(nn.Module):
     """Four units, each a fixed linear filter of the whole image (an 8x8 conv on an 8x8 input)."""
@@ -48,14 +50,6 @@ def _small(arch: str, **kw) -> Classifier:
 
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(r, *needles):
-    assert r.exit_code == 2, r.output
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 # ---------------------------------------------------------------------------------------------- known values

@@ -7,30 +7,15 @@ reference lines (uniform and oracle of the pointing game, rank correlation 0 and
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
 
+from ..viz import fig_png, pyplot
+
 __all__ = ["curves_png", "distributions_png", "pointing_png", "sanity_png"]
 
 _DPI = 110
-
-
-def _pyplot():
-    import matplotlib  # noqa: PLC0415 (heavy: imported when a figure is drawn)
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt  # noqa: PLC0415 (heavy: imported when a figure is drawn)
-
-    return plt
-
-
-def _png(plt, fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", pad_inches=0.1)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _colours(plt, names: Sequence[str]) -> dict[str, str]:
@@ -43,7 +28,7 @@ def curves_png(panels: dict[str, dict[str, np.ndarray]], aucs: dict[str, dict[st
     """One panel per curve family (``deletion``, ``insertion``): per method the mean curve over
     images on a [0, 1] axis (fraction of pixels removed / inserted) with a +-1 sd band; the
     legend gives the mean AUC.  ``panels[name][method]``: (N, K)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(panels)
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.2), squeeze=False)
     methods = list(next(iter(panels.values())))
@@ -61,13 +46,13 @@ def curves_png(panels: dict[str, dict[str, np.ndarray]], aucs: dict[str, dict[st
                xlabel=f"fraction of pixels {what}", ylabel=ylabel, xlim=(0, 1))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return fig_png(plt, fig, _DPI, 0.1)
 
 
 def distributions_png(scores: dict[str, dict[str, np.ndarray]], better: dict[str, str]) -> bytes:
     """One panel per metric: a violin (the distribution) with a box (quartiles) and the mean (dot)
     per method; the title says whether lower or higher is better.  ``scores[metric][method]``: (N,)."""
-    plt = _pyplot()
+    plt = pyplot()
     metrics = list(scores)
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.0, 1.2 * len(next(iter(scores.values())))) *
                                                        len(metrics) ** 0.5 + 2, 4.4), squeeze=False)
@@ -90,13 +75,13 @@ def distributions_png(scores: dict[str, dict[str, np.ndarray]], better: dict[str
         if metric == "consistency":
             ax.set_yscale("log")
         ax.grid(alpha=0.3, axis="y")
-    return _png(plt, fig)
+    return fig_png(plt, fig, _DPI, 0.1)
 
 
 def pointing_png(scores: dict[str, np.ndarray], grid: int) -> bytes:
     """Box plots of the pointing-game scores per method (all cells of all mosaics) with the
     uniform baseline 1/grid² and the oracle 1."""
-    plt = _pyplot()
+    plt = pyplot()
     methods = list(scores)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(methods) + 2), 4.4))
     data = [np.asarray(scores[m], dtype=np.float64).ravel() for m in methods]
@@ -110,13 +95,13 @@ def pointing_png(scores: dict[str, np.ndarray], grid: int) -> bytes:
            title=f"grid pointing game {grid}x{grid} ({len(data[0])} cells)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, axis="y")
-    return _png(plt, fig)
+    return fig_png(plt, fig, _DPI, 0.1)
 
 
 def sanity_png(layers: Sequence[str], corr: dict[str, np.ndarray], what: str = "Spearman rank correlation") -> bytes:
     """Cascading randomisation: per method, the mean (+-1 sd) rank correlation between the
     original map and the map after randomising the layers from the top down to each layer."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = ["original", *layers]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(labels) + 3), 4.4))
     col = _colours(plt, list(corr))
@@ -132,4 +117,4 @@ def sanity_png(layers: Sequence[str], corr: dict[str, np.ndarray], what: str = "
            title="sanity check: cascading model randomisation (a faithful map decorrelates)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _png(plt, fig)
+    return fig_png(plt, fig, _DPI, 0.1)
