@@ -21,6 +21,7 @@ from ._options import (
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
+    FastOpt,
     ForceOpt,
     JsonOpt,
     PngOpt,
@@ -99,6 +100,7 @@ def consistency_cmd(
     force: ForceOpt = False,
     png: PngOpt = True,
     batch_size: BatchSizeOpt = None,
+    fast: FastOpt = True,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -147,7 +149,8 @@ def consistency_cmd(
         raise ConfigError(f"--sanity-layers must be at least 1; got {sanity_layers}")
     if n_boot < 1:
         raise ConfigError(f"--n-boot must be at least 1; got {n_boot}")
-    cfg = ConsistencyConfig(fidelity=fid, pointing=pcfg, sanity=scfg, n_boot=n_boot, seed=seed, batch_size=batch_size)
+    cfg = ConsistencyConfig(fidelity=fid, pointing=pcfg, sanity=scfg, n_boot=n_boot, seed=seed, batch_size=batch_size,
+                            fast=fast)
     with JobProgress("consistency", quiet=quiet) as bar:
         report, files = consistency_checkpoint(checkpoint, list(attributions or []), out_dir, cfg, dataset=dataset,
                                                data_dir=str(data_dir) if data_dir else None, device=device, png=png,

@@ -33,6 +33,7 @@ from ..attributions import Attributions
 from ..data import checkpoint_dataset
 from ..device import model_device
 from ..errors import ConfigError
+from ..fastpath import fast_model_for_layer
 from ..inputs import InputSpec
 from ..methods import get_method
 from ..metrics.fidelity import FidelityConfig, FidelityResult, score_maps
@@ -40,6 +41,7 @@ from ..metrics.plots import curves_png, distributions_png, pointing_png, sanity_
 from ..metrics.pointing import PointingResult, pointing_game
 from ..metrics.report import BETTER, csv_bytes, long_rows, summarize_scores
 from ..metrics.sanity import SanityResult, cascading_randomisation
+from ..models import Classifier
 from ._common import checkpoint_record, open_checkpoint
 
 __all__ = ["ConsistencyConfig", "PointingConfig", "SanityConfig", "ConsistencyReport", "merge_attributions",
@@ -84,6 +86,7 @@ class ConsistencyConfig:
     n_boot: int = 10000
     seed: int = 0
     batch_size: int | None = None
+    fast: bool = True
 
 
 @dataclasses.dataclass
@@ -150,11 +153,15 @@ def _image_rows(attr: Attributions) -> list[dict[str, Any]]:
             for i, (s, l, t, p) in enumerate(zip(attr.sources, attr.labels.tolist(), attr.targets.tolist(), preds))]
 
 
-def score_attributions(model, attr: Attributions, cfg: FidelityConfig | None = None, *,
+def score_attributions(model, attr: Attributions, cfg: FidelityConfig | None = None, *, fast: bool = True,
                        progress: Callable[[int, int], None] | None = None) -> FidelityResult:
-    """The fidelity metrics of every method of ``attr`` on ``model`` (eval mode)."""
+    """The fidelity metrics of every method of ``attr`` on ``model`` (eval mode); with ``fast`` an
+    interp model runs on the eval fast path (:mod:`interpcli.fastpath`: BatchNorm folded,
+    channels_last; scores change by float rounding only)."""
     model.eval()
     dev = model_device(model)
+    if fast and isinstance(model, Classifier):
+        model = fast_model_for_layer(model, None)
     return score_maps(model, attr.images.to(dev), attr.targets.to(dev), {m: a for m, a in attr.maps.items()},
                       cfg, progress=progress)
 
@@ -241,7 +248,7 @@ def consistency_checkpoint(checkpoint: str | os.PathLike, attributions: Sequence
         if cfg.batch_size and not cfg.fidelity.batch_size:
             cfg.fidelity.batch_size = cfg.batch_size
         step = (lambda d, n: progress(d, n, "fidelity")) if progress else None
-        report.fidelity = score_attributions(model, attr, cfg.fidelity, progress=step)
+        report.fidelity = score_attributions(model, attr, cfg.fidelity, fast=cfg.fast, progress=step)
         report.rows = long_rows(report.fidelity.scores, _image_rows(attr))
         scores.update(report.fidelity.scores)
     if cfg.pointing is not None:
