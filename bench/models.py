@@ -12,6 +12,7 @@ drift hits both.  Writes JSON (default out/bench/models.json).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -24,19 +25,30 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from interpcli.device import configure_backends, resolve_device  # noqa: E402
-from interpcli.models import Classifier, get_model_info, list_models  # noqa: E402
+from interpcli.device import configure_backends, prefers_channels_last, resolve_device  # noqa: E402
+from interpcli.models import Classifier, bcos_layers, get_model_info, list_models  # noqa: E402
 
 TWINS = {"bcos-resnet20": "resnet20", "bcos-resnet56": "resnet56", "bcos-vgg9": "vgg9", "bcos-lenet": "lenet",
          "positive-lenet": "lenet"}
 
 
-def images_per_s(name: str, device: torch.device, batch: int, steps: int) -> float:
+@contextlib.contextmanager
+def unfused():
+    """The B-cos MaxOut + scale as plain autograd ops (before the fused node): the reference."""
+    bcos_layers.FUSED = False
+    try:
+        yield
+    finally:
+        bcos_layers.FUSED = True
+
+
+def images_per_s(name: str, device: torch.device, batch: int, steps: int, kwargs: dict | None = None) -> float:
     info = get_model_info(name)
     torch.manual_seed(0)
     enc = {"kind": info.encoding} if info.encoding != "normalize" else {"kind": "identity"}
-    model = Classifier(name, 10, info.default_input, enc).to(device).to(memory_format=torch.channels_last)
-    x = torch.rand(batch, *info.default_input, device=device).contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if prefers_channels_last(device, info.family) else torch.contiguous_format
+    model = Classifier(name, 10, info.default_input, enc, arch_kwargs=kwargs or {}).to(device).to(memory_format=fmt)
+    x = torch.rand(batch, *info.default_input, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
     for i in range(steps + 1):
@@ -60,6 +72,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-variants", dest="variants", action="store_false",
+                    help="skip the B-cos MaxOut-1 and unfused (composed ops) measurements")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "models.json")
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -76,8 +90,22 @@ def main() -> None:
         row = {"images_per_s": med[name], "input": list(get_model_info(name).default_input)}
         if twin:
             row |= {"twin": twin, "twin_images_per_s": med[twin], "slowdown_vs_twin": med[twin] / med[name]}
+        if twin and name.startswith("bcos") and args.variants:  # MaxOut 1, and the composed ops, side by side
+            v = {"max_out1": [], "unfused": [], "twin": []}
+            for _ in range(args.repeats):
+                v["max_out1"].append(images_per_s(name, device, args.batch_size, args.steps, {"max_out": 1}))
+                with unfused():
+                    v["unfused"].append(images_per_s(name, device, args.batch_size, args.steps))
+                v["twin"].append(images_per_s(twin, device, args.batch_size, args.steps))
+            mv = {k: statistics.median(x) for k, x in v.items()}
+            row |= {"max_out1_images_per_s": mv["max_out1"], "slowdown_max_out1_vs_twin": mv["twin"] / mv["max_out1"],
+                    "unfused_images_per_s": mv["unfused"], "slowdown_unfused_vs_twin": mv["twin"] / mv["unfused"],
+                    "fusion_speedup": med[name] / mv["unfused"] * mv["twin"] / med[twin]}
         rows[name] = row
         extra = f"   twin {twin}: {med[twin]:8.1f} img/s   slowdown {row['slowdown_vs_twin']:.2f}x" if twin else ""
+        if "max_out1_images_per_s" in row:
+            extra += (f"   max_out 1: {row['slowdown_max_out1_vs_twin']:.2f}x   unfused: "
+                      f"{row['slowdown_unfused_vs_twin']:.2f}x")
         print(f"{name:18s} {med[name]:8.1f} img/s{extra}", flush=True)
     report = {"benchmark": "models", "device": str(device), "threads": torch.get_num_threads(),
               "batch_size": args.batch_size, "torch": torch.__version__, "results": rows}

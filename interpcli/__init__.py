@@ -48,6 +48,10 @@ _LAZY = {
     "occlude_checkpoint": ".ops.occlude",
     "noise_grad_checkpoint": ".ops.noise_grad",
     "kernels_checkpoint": ".ops.kernels",
+    "sparsify_checkpoint": ".ops.sparsify",
+    "compare_runs": ".ops.compare",
+    "build_report": ".ops.report",
+    "plot_logs": ".ops.plot_log",
 }
 
 __all__ = ["__version__", "InterpError", "resolve_device", "seed_everything", "CHECKPOINT_FORMAT_VERSION",
@@ -55,7 +59,9 @@ __all__ = ["__version__", "InterpError", "resolve_device", "seed_everything", "C
            "create_model", "list_models", "TrainConfig", "train", "evaluate", "evaluate_checkpoint", "attribute",
            "get_method", "list_methods", "Attributions", "Inputs", "InputSpec", "explain", "explain_checkpoint",
            "occlude_checkpoint",
-           "noise_grad_checkpoint", "kernels_checkpoint"]  # = "__version__" and the keys of _LAZY (a test checks)
+           "noise_grad_checkpoint", "kernels_checkpoint",
+           "sparsify_checkpoint",
+           "compare_runs", "build_report", "plot_logs"]  # = "__version__" and the keys of _LAZY (a test checks)
 
 
 def __getattr__(name: str) -> Any:
@@ -95,10 +101,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
     from .metadata import CHECKPOINT_FORMAT_VERSION, read_metadata
     from .methods import attribute, get_method, list_methods
     from .models import create_model, list_models
+    from .ops.compare import compare_runs
     from .ops.evaluate import evaluate_checkpoint
     from .ops.explain import explain, explain_checkpoint
     from .ops.kernels import kernels_checkpoint
     from .ops.noise_grad import noise_grad_checkpoint
     from .ops.occlude import occlude_checkpoint
+    from .ops.plot_log import plot_logs
+    from .ops.report import build_report
+    from .ops.sparsify import sparsify_checkpoint
     from .ops.train import train
     from .training import TrainConfig

@@ -237,15 +237,15 @@ def feature_map(model: nn.Module, image: torch.Tensor, kernel: int = 0, layer: s
 
 # ---------------------------------------------------------------------------------------------- loss profile
 
-def read_loss_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_loss_log(path: str | os.PathLike, what: str = "--loss-log") -> list[dict[str, Any]]:
     """The per-epoch records of ``RUN.log.jsonl`` (``interp train``): one JSON object per line,
-    each with at least ``epoch`` and ``loss``."""
+    each with at least ``epoch`` and ``loss``; errors name the file as ``what`` (the option)."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
-        raise ConfigError(f"--loss-log: file not found: {path}") from None
+        raise ConfigError(f"{what}: file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--loss-log: cannot read '{path}': {getattr(e, 'strerror', None) or e}") from None
+        raise ConfigError(f"{what}: cannot read '{path}': {getattr(e, 'strerror', None) or e}") from None
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -253,12 +253,12 @@ def read_loss_log(path: str | os.PathLike) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            raise ConfigError(f"--loss-log '{path}' line {i} is not JSON (not a log of `interp train`)") from None
+            raise ConfigError(f"{what} '{path}' line {i} is not JSON (not a log of `interp train`)") from None
         if not isinstance(row, dict) or "epoch" not in row or "loss" not in row:
-            raise ConfigError(f"--loss-log '{path}' line {i} has no 'epoch' and 'loss'")
+            raise ConfigError(f"{what} '{path}' line {i} has no 'epoch' and 'loss'")
         rows.append(row)
     if not rows:
-        raise ConfigError(f"--loss-log '{path}' is empty")
+        raise ConfigError(f"{what} '{path}' is empty")
     return rows
 
 

@@ -22,6 +22,7 @@ from interpcli.models.bcos import (
     contributions,
     explanation_mode,
 )
+from interpcli.models.bcos_layers import bcos_scale, maxout_scale
 
 from .conftest import shared_npz
 
@@ -247,3 +248,41 @@ def test_checkpoint_round_trip_keeps_contributions(tmp_path, name):
     x = torch.rand(2, *model.input_shape)
     assert torch.equal(model(x), again(x))
     assert torch.equal(contributions(model, x, 1).contributions, contributions(again, x, 1).contributions)
+
+
+def _composed(out, norm, m, b, detach):
+    """MaxOut (amax) then the scale, as plain autograd ops: the reference of the fused node."""
+    o = out.unflatten(1, (-1, m)).amax(2) if m > 1 else out
+    return bcos_scale(o, norm, b, detach)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("b", [2.0, 1.5, 2.5])
+@pytest.mark.parametrize("detach", [False, True])
+def test_fused_maxout_scale_equals_the_composed_ops(m, b, detach):
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(3, 4 * m, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    norm = (torch.rand(3, 1, 5, 6, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+    fused = maxout_scale(out, norm, m, b, detach)
+    ref = _composed(out, norm, m, b, detach)
+    torch.testing.assert_close(fused, ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn(fused.shape, generator=g, dtype=torch.float64)
+    ga = torch.autograd.grad((fused * w).sum(), (out, norm), allow_unused=True)
+    gb = torch.autograd.grad((ref * w).sum(), (out, norm), allow_unused=True)
+    for a_, b_ in zip(ga, gb):
+        if b_ is None:
+            assert a_ is None or torch.count_nonzero(a_) == 0
+        else:
+            torch.testing.assert_close(a_, b_, rtol=1e-10, atol=1e-12)
+    if not detach:
+        assert torch.autograd.gradcheck(lambda o, n: maxout_scale(o, n, m, b, False), (out, norm))
+
+
+def test_the_fused_node_is_used_for_a_fixed_b_and_not_for_a_learnable_one():
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    fixed = BcosConv2d(3, 4, 3, padding=1, max_out=2)
+    assert fixed(x).grad_fn.name().endswith("_MaxOutScaleBackward")
+    learn = BcosConv2d(3, 4, 3, padding=1, max_out=2, learnable_b=True)
+    y = learn(x)
+    y.sum().backward()
+    assert learn.b.rho.grad is not None and not y.grad_fn.name().endswith("_MaxOutScaleBackward")

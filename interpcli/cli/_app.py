@@ -34,8 +34,9 @@ from ._console import err
 # Every command and the module of cli/ that defines it, in the order of `interp --help`; the
 # `interp` entry point imports only the module of the command it runs (cli/__init__.py).
 COMMAND_MODULES = {"train": "train", "eval": "evaluate", "info": "info", "explain": "explain", "occlude": "occlude",
-                   "noise-grad": "noise_grad", "kernels": "kernels",
-                   "consistency": "consistency", "models": "registries", "datasets": "registries", "methods": "registries"}
+                   "noise-grad": "noise_grad", "kernels": "kernels", "sparsify": "sparsify",
+                   "consistency": "consistency", "compare": "compare", "plot-log": "plot_log",
+                   "report": "report", "models": "registries", "datasets": "registries", "methods": "registries"}
 HELP_WIDTH = 250  # help into a pipe or a file: wide enough for every option's help on one line
 _EXAMPLE = re.compile(r"\n[ \t]*Examples?:[ \t]*\n")
 

@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Detachable", "BParam", "bcos_scale", "BcosConv2d", "BcosLinear", "BatchNormUncentered2d",
-           "PositionNormUncentered2d", "NORMS", "make_norm", "LogitLayer", "explanation_mode"]
+__all__ = ["Detachable", "BParam", "bcos_scale", "maxout_scale", "chunk_major", "FUSED", "BcosConv2d",
+           "BcosLinear", "BatchNormUncentered2d", "PositionNormUncentered2d", "NORMS", "make_norm", "LogitLayer",
+           "explanation_mode"]
 
 
 class Detachable(nn.Module):
@@ -54,6 +55,94 @@ def bcos_scale(out: torch.Tensor, norm: torch.Tensor, b: torch.Tensor | float, e
     return out * (scale.detach() if explain else scale)
 
 
+FUSED = True  # MaxOut + scale as one autograd node for a fixed B (False: the composed ops, the reference)
+
+
+def _fused(b: torch.Tensor | float) -> bool:
+    return FUSED and isinstance(b, float) and b != 1.0
+
+
+def chunk_major(w: torch.Tensor, m: int) -> torch.Tensor:
+    """Rows (or channels) ordered as MaxOut groups (c0j0, c0j1, c1j0, ...) -> as m chunks
+    (c0j0, c1j0, ..., c0j1, c1j1, ...): the layout the fused node reads without strides."""
+    return w.unflatten(0, (-1, m)).transpose(0, 1).flatten(0, 1) if m > 1 else w
+
+
+class _MaxOutScale(torch.autograd.Function):
+    """MaxOut and the B-cos scale in one autograd node, for a fixed B: ``o = max_j out_j`` over
+    the m channel chunks of ``out`` (N, m·C, ...), ``y = o · (|o|/n + ε)^(B-1)`` (ε = 0 for B = 2,
+    as :func:`bcos_scale`), the scale's derivative dropped in explanation mode (``detach``).
+
+    Saves o, n and the MaxOut choice (a bool mask for MaxOut 2, indices otherwise) instead of
+    the composed ops' comparison tensors and the gradient expanded through ``amax``'s equality
+    mask.  A tie goes to the first chunk (``amax`` splits its gradient).  Exact: tests/test_bcos.py
+    (gradcheck in float64; equal to the composed ops to float rounding)."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, norm: torch.Tensor, m: int, b: float, detach: bool) -> torch.Tensor:
+        choice = None
+        if m == 1:
+            o = out
+        elif m == 2:
+            first, second = out.unflatten(1, (2, -1)).unbind(1)
+            choice = first >= second
+            o = torch.maximum(first, second)
+        else:
+            o, choice = out.unflatten(1, (m, -1)).max(1)
+        r = o.abs().div_(norm)  # |o| / n: the B = 2 scale
+        y = o * r if b == 2.0 else o * (r + 1e-6).pow(b - 1)
+        ctx.save_for_backward(r, y, norm, choice)
+        ctx.m, ctx.b, ctx.detach = m, b, detach
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        r, y, norm, choice = ctx.saved_tensors  # y = o · scale, so g · o · scale' is g · y · (...)
+        b, m = ctx.b, ctx.m
+        g_n = None
+        if b == 2.0:
+            g_o = g * r
+            if not ctx.detach:  # d/do [o |o| / n] = 2 |o| / n ;  d/dn = -o |o| / n² = -y / n
+                g_o.mul_(2)
+                if ctx.needs_input_grad[1]:
+                    g_n = (g * y).sum(1, keepdim=True).div_(norm).neg_()
+        else:
+            s = r + 1e-6
+            p = s.pow(b - 1)
+            if ctx.detach:  # the scale is a constant: nothing flows to the norm
+                g_o = g * p
+            else:  # d/do [o s^(B-1)] = s^(B-1) + (B-1) r s^(B-2) ;  d/dn = -(B-1) o r s^(B-2) / n = -(B-1) y r / (s n)
+                t = (b - 1) * r / s
+                g_o = g * p * (1 + t)
+                if ctx.needs_input_grad[1]:
+                    g_n = -(g * y * t).sum(1, keepdim=True) / norm
+        if m == 1:
+            return g_o, g_n, None, None, None
+        gv = g_o.new_empty((g_o.shape[0], m, *g_o.shape[1:]))
+        if m == 2:
+            torch.mul(g_o, choice, out=gv[:, 0])
+            torch.sub(g_o, gv[:, 0], out=gv[:, 1])
+        else:
+            gv.zero_().scatter_(1, choice.unsqueeze(1), g_o.unsqueeze(1))
+        return gv.flatten(1, 2), g_n, None, None, None
+
+
+def maxout_scale(out: torch.Tensor, norm: torch.Tensor, max_out: int, b: torch.Tensor | float,
+                 explain: bool, chunked: bool = False) -> torch.Tensor:
+    """MaxOut over groups of ``max_out`` channels of ``out`` (N, C·m, ...) and the B-cos scale
+    against ``norm``.  Groups are consecutive channels, or, with ``chunked``, the m chunks of
+    :func:`chunk_major` (what the layers produce when the fused node is used).  The fused node
+    for a fixed B; the composed ops for a learnable B (whose own gradient they give) or with
+    ``FUSED`` off."""
+    if _fused(b):
+        if not chunked:
+            out = chunk_major(out.transpose(0, 1), max_out).transpose(0, 1)
+        return _MaxOutScale.apply(out, norm, max_out, b, explain)
+    if max_out > 1:
+        out = out.unflatten(1, (max_out, -1)).amax(1) if chunked else out.unflatten(1, (-1, max_out)).amax(2)
+    return bcos_scale(out, norm, b, explain)
+
+
 class BcosConv2d(Detachable):
     """B-cos convolution: unit-norm kernels, ``|cos|^(B-1)`` against each input patch, no bias.
 
@@ -76,13 +165,15 @@ class BcosConv2d(Detachable):
         return self.weight / self.weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(x, self.normed_weight(), None, self.stride, self.padding)
-        if self.max_out > 1:
-            out = out.unflatten(1, (self.c_out, self.max_out)).amax(2)
+        b = self.b.value()
+        w = self.normed_weight()
+        out = F.conv2d(x, chunk_major(w, self.max_out) if _fused(b) else w, None, self.stride, self.padding)
         # Norm of every receptive-field patch over all input channels (zero padding counts as zeros).
-        sq = F.avg_pool2d((x * x).sum(1, keepdim=True), self.k, self.stride, self.padding, count_include_pad=True)
+        sq = F.avg_pool2d(torch.linalg.vector_norm(x, dim=1, keepdim=True).square(), self.k, self.stride,
+                          self.padding, count_include_pad=True)
         norm = (sq * self.k * self.k + 1e-6).sqrt()
-        return bcos_scale(out, norm, self.b.value(), self.explain) / self.scale
+        y = maxout_scale(out, norm, self.max_out, b, self.explain, chunked=_fused(b))
+        return y / self.scale if self.scale != 1.0 else y
 
     def extra_repr(self) -> str:
         b = "learnable" if self.b.learnable else self.b.fixed
@@ -101,12 +192,11 @@ class BcosLinear(Detachable):
         self.b = BParam(b, learnable_b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.b.value()
         w = self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        out = F.linear(x, w)
-        if self.max_out > 1:
-            out = out.unflatten(1, (self.d_out, self.max_out)).amax(2)
+        out = F.linear(x, chunk_major(w, self.max_out) if _fused(b) else w)
         norm = x.norm(dim=1, keepdim=True) + 1e-12
-        return bcos_scale(out, norm, self.b.value(), self.explain)
+        return maxout_scale(out, norm, self.max_out, b, self.explain, chunked=_fused(b))
 
 
 class BatchNormUncentered2d(Detachable):

@@ -47,7 +47,9 @@ class TrainConfig:
         flip, translate: training augmentation; ``None`` uses the dataset's default.
         translate_pad: how translations pad the image: ``zero`` (random crop with zero
             padding, as torchvision's ``RandomCrop(padding=...)``) or ``reflect``.
-        amp: bf16 autocast on CUDA.  channels_last: memory format of weights and batches (``None``: on).
+        amp: bf16 autocast on CUDA.  channels_last: memory format of weights and batches
+            (``None``: the device's preference for the arch family,
+            :func:`~interpcli.device.prefers_channels_last`).
     """
 
     arch: str
