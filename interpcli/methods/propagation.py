@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from captum.attr import DeepLift, GuidedBackprop
 from torch.fx.node import map_aggregate
 
+from ..models.bcos_layers import composed_ops
 from ..perturb import BASELINES, make_baseline
 from . import deeplift_rules as rules
 from ._common import batched
@@ -149,7 +150,13 @@ class _Tracer(fx.Tracer):
 
 def _trace(model: nn.Module) -> fx.Graph:
     """The fx graph of ``model``; modules fx cannot trace through (Python control flow on
-    tensors...) are found bottom-up and kept whole."""
+    tensors...) are found bottom-up and kept whole.  B-cos layers are traced as their composed
+    ops (not the fused MaxOut + scale node), so that every op gets its exact rule."""
+    with composed_ops():
+        return _trace_all(model)
+
+
+def _trace_all(model: nn.Module) -> fx.Graph:
     try:
         return _Tracer().trace(model)
     except Exception:  # noqa: BLE001 - find the modules to keep whole

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Detachable", "BParam", "bcos_scale", "maxout_scale", "chunk_major", "FUSED", "BcosConv2d",
+__all__ = ["Detachable", "BParam", "bcos_scale", "maxout_scale", "chunk_major", "FUSED", "composed_ops", "BcosConv2d",
            "BcosLinear", "BatchNormUncentered2d", "PositionNormUncentered2d", "NORMS", "make_norm", "LogitLayer",
            "explanation_mode"]
 
@@ -56,6 +56,19 @@ def bcos_scale(out: torch.Tensor, norm: torch.Tensor, b: torch.Tensor | float, e
 
 
 FUSED = True  # MaxOut + scale as one autograd node for a fixed B (False: the composed ops, the reference)
+
+
+@contextlib.contextmanager
+def composed_ops() -> Iterator[None]:
+    """Inside, B-cos layers run MaxOut and the scale as separate ops instead of the fused node:
+    for passes that look at every op (DeepLIFT's rule-based propagation traces the network and
+    gives ``amax`` its max rule and the scale its product / quotient rules)."""
+    global FUSED
+    old, FUSED = FUSED, False
+    try:
+        yield
+    finally:
+        FUSED = old
 
 
 def _fused(b: torch.Tensor | float) -> bool:
