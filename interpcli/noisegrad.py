@@ -38,6 +38,7 @@ from . import artifacts
 from .device import model_device
 from .errors import ConfigError
 from .kernel_viz import RENDERS, column_labels, gradient_grid, write_folder
+from .models.bcos_layers import composed_ops
 from .models.features import layer_of
 
 __all__ = ["NoiseGradConfig", "NoiseGrad", "parse_selection", "unit_values", "unit_gradients",
@@ -169,7 +170,8 @@ def unit_values(model: nn.Module, x: torch.Tensor, layer: str | None = None, red
 
 def _grads_batched(model, x, units, layer, reduce, chunk) -> torch.Tensor:
     xg = x.detach().clone().requires_grad_(True)
-    sel = unit_values(model, xg, layer, reduce)[:, units]                       # (S, U)
+    with composed_ops():  # B-cos' fused node has no batching rule for its backward under vmap
+        sel = unit_values(model, xg, layer, reduce)[:, units]                   # (S, U)
     u, s = len(units), len(x)
     out = []
     for a in range(0, u, chunk):

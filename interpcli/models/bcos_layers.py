@@ -114,11 +114,12 @@ class _MaxOutScale(torch.autograd.Function):
         b, m = ctx.b, ctx.m
         g_n = None
         if b == 2.0:
-            g_o = g * r
-            if not ctx.detach:  # d/do [o |o| / n] = 2 |o| / n ;  d/dn = -o |o| / n² = -y / n
-                g_o.mul_(2)
+            if ctx.detach:  # the scale is a constant: nothing flows to the norm
+                g_o = g * r
+            else:  # d/do [o |o| / n] = 2 |o| / n ;  d/dn = -o |o| / n² = -y / n
+                g_o = g * (2 * r)
                 if ctx.needs_input_grad[1]:
-                    g_n = (g * y).sum(1, keepdim=True).div_(norm).neg_()
+                    g_n = -(g * y).sum(1, keepdim=True) / norm
         else:
             s = r + 1e-6
             p = s.pow(b - 1)
@@ -131,12 +132,11 @@ class _MaxOutScale(torch.autograd.Function):
                     g_n = -(g * y * t).sum(1, keepdim=True) / norm
         if m == 1:
             return g_o, g_n, None, None, None
-        gv = g_o.new_empty((g_o.shape[0], m, *g_o.shape[1:]))
-        if m == 2:
-            torch.mul(g_o, choice, out=gv[:, 0])
-            torch.sub(g_o, gv[:, 0], out=gv[:, 1])
+        if m == 2:  # functional (no out=): the backward also runs under vmap (is_grads_batched)
+            gv = torch.stack([g_o * choice, g_o * ~choice], 1)
         else:
-            gv.zero_().scatter_(1, choice.unsqueeze(1), g_o.unsqueeze(1))
+            gv = torch.zeros((g_o.shape[0], m, *g_o.shape[1:]), dtype=g_o.dtype, device=g_o.device)
+            gv = gv.scatter(1, choice.unsqueeze(1), g_o.unsqueeze(1))
         return gv.flatten(1, 2), g_n, None, None, None
 
 

@@ -1,0 +1,242 @@
+"""Deep features for a sparse decision layer: extracted once, cached, standardised.
+
+    fs, ds = checkpoint_features(model, "runs/r20.safetensors")   # train / val / test, cached
+    fs = load_feature_file("sst-bert.npz")                          # features extracted elsewhere
+    mean, std = fs.standardisation()
+
+A checkpoint's features are its penultimate representation (the declared classifier layer's
+input, pooled as the arch declares: :class:`~interpcli.models.features.FeatureExtractor`) on
+the train and test splits of its dataset (:func:`~interpcli.data.checkpoint_dataset`).  They are
+cached beside the checkpoint as ``NAME.features-<key>.safetensors`` (the key hashes the
+checkpoint's sha256, the layer, the pooling and the dataset), or, when that folder is read-only,
+in the user cache folder (:func:`interpcli.gds.cache_dir`).  The validation split is the
+checkpoint's own (a run trained with ``--val-split`` / ``--folds``), else a stratified, seeded
+``val_split`` fraction of the training features held out here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import artifacts
+from ..data import Dataset, checkpoint_dataset, train_val_split
+from ..device import model_device
+from ..errors import ArtifactError, ConfigError, InterpError
+from ..gds import cache_dir
+from ..models.features import FeatureExtractor
+
+__all__ = ["FeatureSet", "SPLITS", "extract_features", "checkpoint_features", "load_feature_file", "feature_cache_key",
+           "split_validation"]
+
+SPLITS = ("train", "val", "test")
+Progress = Callable[[int, int, str], None]
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    """Raw features (N, d) float32 and labels (N,) int64 of the train / val / test splits (a
+    split may be empty), the class names, where the validation split comes from and where
+    the features come from."""
+
+    x: dict[str, torch.Tensor]
+    y: dict[str, torch.Tensor]
+    classes: list[str]
+    val: dict[str, Any]
+    source: dict[str, Any]
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x["train"].shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def standardisation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature mean and standard deviation of the training features (float64; a
+        constant feature gets std 1, so it stays 0 and never enters the layer)."""
+        x = self.x["train"].double()
+        mean, std = x.mean(0), x.std(0, correction=0)
+        return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+    def standardised(self, split: str, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+        mean, std = self.standardisation()
+        return ((self.x[split].double() - mean) / std).to(device=device, dtype=dtype)
+
+    def digest(self) -> str:
+        """A hash of every array: a resumed path must be on the same features."""
+        h = hashlib.sha256()
+        for s in SPLITS:
+            h.update(self.x[s].numpy().tobytes())
+            h.update(self.y[s].numpy().tobytes())
+        return h.hexdigest()
+
+
+def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (train, val) indices of the training features: ``fraction`` held out."""
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--val-split must be in (0, 1) (the fraction of training features held out for "
+                          f"the selection), got {fraction}")
+    if len(y) < 2 * max(1, int(torch.bincount(y).gt(0).sum())):
+        raise ConfigError(f"{len(y)} training examples are too few to hold out a validation split")
+    return train_val_split(y, fraction, 0, 0, seed)
+
+
+def extract_features(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
+                     progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """The penultimate representation (N, d) float32 on the CPU of uint8 images (N, C, H, W)."""
+    phi = FeatureExtractor(model)
+    dev = model_device(model)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            out.append(phi(images[i : i + batch_size].to(dev).float() / 255).float().cpu())
+            if progress is not None:
+                progress(min(i + batch_size, len(images)), len(images))
+    d = out[0].shape[1] if out else 0
+    return torch.cat(out) if out else torch.zeros(0, d)
+
+
+def feature_cache_key(sha256: str, model: torch.nn.Module, ds: Dataset) -> str:
+    labels = hashlib.sha256(ds.y_train.numpy().tobytes() + ds.y_test.numpy().tobytes()).hexdigest()
+    spec = {"sha256": sha256, "layer": getattr(model, "classifier_layer", None),
+            "pool": getattr(model, "feature_pool", None), "dataset": ds.describe(), "labels": labels}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _cache_paths(checkpoint: Path, key: str) -> list[Path]:
+    name = f"{checkpoint.name.removesuffix('.safetensors')}.features-{key}.safetensors"
+    return [checkpoint.parent / name, cache_dir() / name]
+
+
+def _read_cache(paths: list[Path], ds: Dataset) -> tuple[dict[str, torch.Tensor], Path] | None:
+    for p in paths:
+        try:
+            if p.is_file():
+                t, _ = artifacts.load_tensors(p)
+                if torch.equal(t["y_train"], ds.y_train) and torch.equal(t["y_test"], ds.y_test):
+                    return t, p
+        except (OSError, InterpError, KeyError):
+            pass  # unreadable or corrupt: extracted again and rewritten
+    return None
+
+
+def _write_cache(paths: list[Path], tensors: dict[str, torch.Tensor], meta: dict) -> Path | None:
+    for p in paths:
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            return artifacts.save_tensors(p, tensors, meta)
+        except (OSError, ArtifactError):
+            continue
+    warnings.warn(f"neither '{paths[0].parent}' nor the cache folder '{paths[-1].parent}' is writable; the "
+                  "features were extracted without caching (set INTERP_CACHE_DIR to a writable folder)", stacklevel=2)
+    return None
+
+
+def checkpoint_features(model: torch.nn.Module, checkpoint: str | os.PathLike, *, dataset: str | None = None,
+                        data_dir: str | None = None, val_split: float = 0.1, seed: int = 0, batch_size: int = 256,
+                        cache: bool = True, progress: Progress | None = None) -> tuple[FeatureSet, Dataset]:
+    """The checkpoint's features on its dataset's train / val / test splits (see the module's
+    docstring), and that dataset (its test images are what the feature pictures show)."""
+    meta = getattr(model, "meta", {})
+    ds, name = checkpoint_dataset(meta, dataset, data_dir)
+    if tuple(ds.input_shape) != tuple(model.input_shape) or ds.num_classes != model.num_classes:
+        raise ConfigError(f"dataset '{name}' has {ds.num_classes} classes of {tuple(ds.input_shape)} images but the "
+                          f"model takes {model.num_classes} classes of {tuple(model.input_shape)}")
+    sha = artifacts.sha256_file(checkpoint)
+    key = feature_cache_key(sha, model, ds)
+    paths = _cache_paths(Path(checkpoint), key)
+    found = _read_cache(paths, ds) if cache else None
+    if found is not None:
+        tensors, where = found
+    else:
+        tensors = {"y_train": ds.y_train, "y_test": ds.y_test}
+        for s in ("train", "test"):
+            x, _ = ds.split(s)
+            step = (lambda d, n, s=s: progress(d, n, f"features ({s})")) if progress else None
+            tensors[s] = extract_features(model, x, batch_size, step)
+        where = _write_cache(paths, tensors, {"kind": "features", "checkpoint_sha256": sha, "key": key,
+                                              "format_version": artifacts.CHECKPOINT_FORMAT_VERSION,
+                                              "layer": model.classifier_layer, "pool": model.feature_pool,
+                                              "dataset": name}) if cache else None
+    xtr, ytr = tensors["train"], tensors["y_train"]
+    dmeta = meta.get("dataset", {})
+    if ds.x_val is not None:
+        tr, va = train_val_split(ds.y_train, float(dmeta.get("val_split") or 0), int(dmeta.get("folds") or 0),
+                                 int(dmeta.get("fold") or 0), int(dmeta.get("split_seed") or 0))
+        val = {"source": "checkpoint", "n": len(va), "note": "the checkpoint's own validation split"}
+    else:
+        tr, va = split_validation(xtr, ytr, val_split, seed)
+        val = {"source": "held-out", "fraction": val_split, "seed": seed, "n": len(va),
+               "note": f"{val_split:g} of the training features held out (stratified, seed {seed})"}
+    tr, va = torch.as_tensor(tr), torch.as_tensor(va)
+    fs = FeatureSet({"train": xtr[tr], "val": xtr[va], "test": tensors["test"]},
+                    {"train": ytr[tr], "val": ytr[va], "test": tensors["y_test"]}, list(model.classes), val,
+                    {"kind": "checkpoint", "dataset": name, "cache": str(where) if where else None,
+                     "layer": model.classifier_layer, "pool": model.feature_pool})
+    return fs, ds
+
+
+def _split_names(split: np.ndarray, path: str) -> np.ndarray:
+    if split.dtype.kind in "US":
+        names = np.char.lower(np.char.strip(split.astype(str)))
+        names = np.where(names == "validation", "val", names)
+    elif split.dtype.kind in "iu":
+        names = np.array(SPLITS)[np.clip(split, 0, 2)] if len(split) else split.astype(str)
+        if len(split) and (split.min() < 0 or split.max() > 2):
+            raise ArtifactError(f"'{path}': integer `split` values must be 0 (train), 1 (val) or 2 (test)")
+    else:
+        raise ArtifactError(f"'{path}': `split` must hold the strings train / val / test")
+    bad = sorted(set(names.tolist()) - set(SPLITS))
+    if bad:
+        raise ArtifactError(f"'{path}': unknown `split` values {', '.join(map(repr, bad[:5]))}; use train, val, test")
+    return names
+
+
+def load_feature_file(path: str | os.PathLike, val_split: float = 0.1, seed: int = 0) -> FeatureSet:
+    """Features extracted elsewhere: an NPZ with ``features`` (N, D), integer ``labels`` (N,)
+    and ``split`` (N,) of train / val / test (optionally ``classes``, the class names).  With
+    no val rows, ``val_split`` of the train rows are held out."""
+    arrays = artifacts.read_npz_arrays(path)
+    missing = [k for k in ("features", "labels", "split") if k not in arrays]
+    if missing:
+        raise ArtifactError(f"'{path}' lacks {', '.join(missing)}: --features needs `features` (N, D), `labels` (N,) "
+                            "and `split` (N,) of train / val / test")
+    x, y, split = arrays["features"], arrays["labels"], arrays["split"]
+    if x.ndim != 2 or y.ndim != 1 or split.ndim != 1 or not len(x) == len(y) == len(split):
+        raise ArtifactError(f"'{path}': `features` must be (N, D) with `labels` and `split` of length N; got "
+                            f"{x.shape}, {y.shape}, {split.shape}")
+    if x.dtype.kind not in "fiu" or not np.isfinite(x).all():
+        raise ArtifactError(f"'{path}': `features` must be finite numbers")
+    if y.dtype.kind not in "iu" or (len(y) and y.min() < 0):
+        raise ArtifactError(f"'{path}': `labels` must be integers 0..C-1")
+    names = _split_names(split, str(path))
+    classes = [str(c) for c in arrays["classes"].tolist()] if "classes" in arrays else \
+        [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+    if len(y) and int(y.max()) >= len(classes):
+        raise ArtifactError(f"'{path}': labels go up to {int(y.max())} but there are {len(classes)} classes")
+    xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+    parts = {s: torch.from_numpy(np.flatnonzero(names == s)) for s in SPLITS}
+    if len(parts["train"]) == 0:
+        raise ArtifactError(f"'{path}' has no train rows (`split` == 'train')")
+    if len(torch.unique(yt[parts["train"]])) < 2:
+        raise ArtifactError(f"'{path}': the train rows hold fewer than two classes")
+    val = {"source": "file", "n": len(parts["val"]), "note": "the file's val rows"}
+    if len(parts["val"]) == 0:
+        tr, va = split_validation(xt[parts["train"]], yt[parts["train"]], val_split, seed)
+        parts["val"], parts["train"] = parts["train"][va], parts["train"][tr]
+        val = {"source": "held-out", "fraction": val_split, "seed": seed, "n": len(va),
+               "note": f"{val_split:g} of the train rows held out (stratified, seed {seed})"}
+    return FeatureSet({s: xt[i] for s, i in parts.items()}, {s: yt[i] for s, i in parts.items()}, classes, val,
+                      {"kind": "file", "path": str(path), "sha256": artifacts.sha256_file(path)})
