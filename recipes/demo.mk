@@ -1,25 +1,39 @@
 # The README's quick start as a Makefile: train a small model on the embedded `digits`
-# dataset, evaluate it, record its metadata and explain a few test images.  Every target is one `interp` call;
+# dataset, evaluate it, record its metadata and explain a few test images; an HTML report of it all
+# and summary.md.  Every target is one `interp` call;
 # --force: an out-of-date explanation folder is replaced as a whole.
 #
 #   make -f recipes/demo.mk INTERP=interp OUT=out/demo
+#
+# Budgets: BUDGET=small (default, what `make demo` runs: 20 epochs, ~30 s on 2 CPU cores; also
+# BUDGET=paper) or BUDGET=tiny (3 epochs, for tests/test_recipes.py).
 
 INTERP ?= interp
 OUT    ?= out/demo
 DEVICE ?= auto
+BUDGET ?= small
 
-all: $(OUT)/eval.json $(OUT)/info.json $(OUT)/occlude/attributions.npz $(OUT)/explain/grid.png
+ifeq ($(BUDGET),tiny)
+  EPOCHS := 3
+else ifneq ($(filter small paper,$(BUDGET)),)
+  EPOCHS := 20
+else
+  $(error BUDGET must be tiny, small or paper, not '$(BUDGET)')
+endif
+
+all: $(OUT)/eval.json $(OUT)/info.json $(OUT)/occlude/attributions.npz $(OUT)/explain/grid.png \
+	$(OUT)/report/index.html $(OUT)/summary.md
 
 $(OUT):
 	mkdir -p $@
 
 $(OUT)/lenet.safetensors: | $(OUT)
-	$(INTERP) train --arch lenet --dataset digits --epochs 20 --snapshot-every 20 --val-split 0.1 \
+	$(INTERP) train --arch lenet --dataset digits --epochs $(EPOCHS) --snapshot-every 20 --val-split 0.1 \
 		--device $(DEVICE) --out $@
 
 $(OUT)/eval.json: $(OUT)/lenet.safetensors
 	$(INTERP) eval $< --device $(DEVICE) --json > $@.tmp && mv $@.tmp $@
-	$(INTERP) eval $< --device $(DEVICE)
+	$(INTERP) eval $< --device $(DEVICE) > $(OUT)/eval.txt && cat $(OUT)/eval.txt
 
 $(OUT)/info.json: $(OUT)/lenet.safetensors
 	$(INTERP) info $< --json > $@.tmp && mv $@.tmp $@
@@ -31,4 +45,12 @@ $(OUT)/occlude/attributions.npz: $(OUT)/lenet.safetensors
 $(OUT)/explain/grid.png: $(OUT)/lenet.safetensors
 	$(INTERP) explain $< --indices 0:6 --method grad --method intgrad --method smoothgrad --method gradcam \
 		--device $(DEVICE) --force --out $(OUT)/explain
+
+$(OUT)/report/index.html: $(OUT)/eval.json $(OUT)/occlude/attributions.npz $(OUT)/explain/grid.png
+	$(INTERP) report $(OUT) --title 'interp demo: LeNet on digits' --force -o $(@D)
+
+$(OUT)/summary.md: $(OUT)/eval.json
+	{ printf '# interp demo: LeNet on digits ($(EPOCHS) epochs)\n\n```\n'; cat $(OUT)/eval.txt; printf '```\n'; } \
+		> $@.tmp && mv $@.tmp $@
+
 .PHONY: all

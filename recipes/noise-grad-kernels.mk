@@ -5,11 +5,29 @@
 #
 #   make -f recipes/noise-grad-kernels.mk INTERP=.venv/bin/interp OUT=out/docs
 #   make -f recipes/noise-grad-kernels.mk digits pulses      # without CIFAR-10
+#
+# BUDGET=small (default; also paper) or tiny (seconds, for tests/test_recipes.py: 3 and 1 epochs on
+# fewer images, and the `cifar` targets on generated 32x32 pulses, square vs gaussian, instead).
 
 INTERP ?= interp
 OUT    ?= out/docs
 DATA   ?= ../shared/data
 DEVICE ?= auto
+BUDGET ?= small
+
+ifeq ($(BUDGET),tiny)
+  LENET_TRAIN := --epochs 3
+  PULSE_TRAIN := --limit-train 150 --limit-test 30 --epochs 1
+  SMP_TRAIN   := --dataset pulses --dataset-arg size=32 --classes square,gaussian --dataset-arg n_train=300 \
+                 --dataset-arg n_test=60 --epochs 1 --snapshot-every 1
+else ifneq ($(filter small paper,$(BUDGET)),)
+  LENET_TRAIN := --epochs 20
+  PULSE_TRAIN := --limit-train 600 --limit-test 150 --epochs 4
+  SMP_TRAIN   := --dataset cifar10 --data-dir $(DATA) --classes plane,car --limit-train 4000 --limit-test 1000 \
+                 --epochs 8 --snapshot-every 25
+else
+  $(error BUDGET must be tiny, small or paper, not '$(BUDGET)')
+endif
 
 all: digits pulses cifar
 digits: $(OUT)/ng-lenet/grid.png $(OUT)/ng-lenet-conv2/grid.png $(OUT)/k-lenet/kernels.png
@@ -22,16 +40,15 @@ $(OUT):
 # ---- models (each also writes NAME.log.jsonl and, with --snapshot-every, NAME.kernels.npz)
 
 $(OUT)/lenet.safetensors: | $(OUT)
-	$(INTERP) train --arch lenet --dataset digits --epochs 20 --snapshot-every 10 --val-split 0.1 \
+	$(INTERP) train --arch lenet --dataset digits $(LENET_TRAIN) --snapshot-every 10 --val-split 0.1 \
 		--device $(DEVICE) --force --out $@
 
 $(OUT)/pulse.safetensors: | $(OUT)
-	$(INTERP) train --arch pulse-cnn --dataset pulses --limit-train 600 --limit-test 150 --epochs 4 \
+	$(INTERP) train --arch pulse-cnn --dataset pulses $(PULSE_TRAIN) \
 		--snapshot-every 5 --device $(DEVICE) --force --out $@
 
 $(OUT)/smp.safetensors: | $(OUT)
-	$(INTERP) train --arch smp-directional --dataset cifar10 --data-dir $(DATA) --classes plane,car \
-		--limit-train 4000 --limit-test 1000 --epochs 8 --snapshot-every 25 --device $(DEVICE) --force --out $@
+	$(INTERP) train --arch smp-directional $(SMP_TRAIN) --device $(DEVICE) --force --out $@
 
 # ---- noise-grad: class logits and layer units, on noise next to test images
 
