@@ -113,6 +113,18 @@ def print_paths(paths: list[Any]) -> None:
     sys.stdout.flush()
 
 
+def print_table(rows: Sequence[dict[str, str]], title: str = "") -> None:
+    """A table of string records on stderr (columns from the first record; nothing truncated)."""
+    if not rows:
+        return
+    table = Table(title=title or None)
+    for col in rows[0]:
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(*r.values())
+    err.print(table)
+
+
 def print_listing(rows: list[dict[str, Any]], columns: Sequence[tuple[str, Callable[[dict], str]]],
                   json_out: bool = False) -> None:
     """A registry listing: JSON with ``--json``; a table (nothing truncated) on a terminal; one

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from ..errors import ConfigError
 from ..ops.compare import CompareConfig, compare_runs
 from ..reporting.groupstats import pair_rows, summary_rows
 from ._app import app
-from ._console import err, print_json, print_paths
+from ._console import print_json, print_paths, print_table
 from ._options import ForceOpt, JsonOpt, QuietOpt
 
 _S = "Statistics"
@@ -42,14 +41,7 @@ def _print_tables(result) -> None:
                          summary_rows(result.stats)),
                         ("every two groups (Welch's t-test, Hedges' g; paired t / Wilcoxon on runs sharing "
                          f"{', '.join(result.config.pair_by) or 'nothing'}; p Holm-adjusted)", pair_rows(result.stats))):
-        if not rows:
-            continue
-        table = Table(title=title)
-        for col in rows[0]:
-            table.add_column(col, overflow="fold")
-        for r in rows:
-            table.add_row(*r.values())
-        err.print(table)
+        print_table(rows, title)
 
 
 @app.command("compare", rich_help_panel="Results")

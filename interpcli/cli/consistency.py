@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from ..errors import ConfigError
 from ..inputs import InputSpec
@@ -14,7 +13,7 @@ from ..metrics.fidelity import METRICS, OUTPUTS, SUBSTRATES, FidelityConfig, par
 from ..metrics.report import summary_rows
 from ..ops.consistency import ConsistencyConfig, PointingConfig, SanityConfig, consistency_checkpoint
 from ._app import app
-from ._console import JobProgress, err, print_json, print_paths
+from ._console import JobProgress, print_json, print_paths, print_table
 from ._options import (
     BatchSizeOpt,
     CheckpointArg,
@@ -56,15 +55,8 @@ def _names(text: str | None, what: str) -> list[str]:
 
 
 def _print_summary(report) -> None:
-    rows = summary_rows(report.summary)
-    if not rows:
-        return
-    table = Table(title="explanation scores (* best; p: Holm-adjusted Wilcoxon signed-rank vs the best)")
-    for col in rows[0]:
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(*r.values())
-    err.print(table)
+    print_table(summary_rows(report.summary),
+                "explanation scores (* best; p: Holm-adjusted Wilcoxon signed-rank vs the best)")
 
 
 @app.command("consistency", rich_help_panel="Explanations")
