@@ -12,7 +12,7 @@
 #   tiny   about a minute: ResNet-56s on the embedded 8x8 digits, 2 of 3 folds, 5 epochs (ResNet: SGD at
 #          lr 0.02, 0.1 does not learn the digits in so few steps), 2 images, two 2x2 mosaics (a 3x3
 #          mosaic needs all ten classes correctly classified; tests/test_recipes.py)
-#   small  (default) about 10 minutes on 2 CPU cores: the depth-20 twins (ResNet-20, B-cos ResNet-20;
+#   small  (default) about 11 minutes on 2 CPU cores: the depth-20 twins (ResNet-20, B-cos ResNet-20;
 #          ResNet-56 is 3x slower and learns nothing in the few steps a small budget affords) on 5000
 #          training and 1000 test images of CIFAR-10 from $(DATA)/cifar10.npz, 2 of 5 folds, 5 epochs,
 #          the B-cos net with bias-free uncentred BatchNorm (norm=bnu, a config of the B-cos v2 norm
@@ -53,16 +53,17 @@ else ifeq ($(BUDGET),small)
     DATA_NOTE := CIFAR-10 ($(DATA)/cifar10.npz), 5000 training and 1000 test images; B-cos with norm=bnu
     STD_TRAIN := --epochs 5
     BCOS_TRAIN:= --epochs 5 --arch-arg norm=bnu
+    PG        := --grid 3 --n 8 --conf-thresh 0 --rescale
   else
     DATASET   := --dataset digits
     DATA_NOTE := digits (embedded, 8x8): $(DATA)/cifar10.npz was not found
     STD_TRAIN := --epochs 10 --lr 0.02
     BCOS_TRAIN:= --epochs 10
+    PG        := --grid 3 --n 8 --conf-thresh 0
   endif
   FOLDS       := 5
   RUN_FOLDS   := 0 1
   INDICES     := 0:8
-  PG          := --grid 3 --n 8 --conf-thresh 0 --rescale
   PARAMS      := -p lime.n_samples=200 -p intgrad.steps=16 -p deeplift.steps=8
 else ifeq ($(BUDGET),paper)
   ifeq ($(HAVE_CIFAR),)

@@ -15,7 +15,7 @@
 # Budgets (BUDGET=...):
 #   tiny   seconds: LeNet on the embedded 8x8 digits, 5 epochs, 4 images, 2x2 windows, 8 views of
 #          dimension 2, 200 RISE masks (tests/test_recipes.py)
-#   small  (default) about 5 minutes on 2 CPU cores: ResNet-20 on 10000 training and 1000 test images
+#   small  (default) about 3 minutes on 2 CPU cores: ResNet-20 on 10000 training and 1000 test images
 #          of CIFAR-10 from $(DATA)/cifar10.npz, 5 epochs, 32 images, 8x8 windows at stride 4, 16 views
 #          of dimension 4, 2000 RISE masks; without cifar10.npz, LeNet on the digits as in tiny with
 #          32 images (summary.md says which)

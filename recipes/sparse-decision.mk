@@ -13,7 +13,7 @@
 # Budgets (BUDGET=...):
 #   tiny   seconds: LeNet on the embedded 8x8 digits, 5 epochs, 10 λ values, 1 image per side of each
 #          feature with 50 LIME samples, at most 5 features per class (tests/test_recipes.py)
-#   small  (default) about 5 minutes on 2 CPU cores: ResNet-20 on 10000 training (10 % held out for
+#   small  (default) about 4 minutes on 2 CPU cores: ResNet-20 on 10000 training (10 % held out for
 #          validation) and 2000 test images of CIFAR-10 from $(DATA)/cifar10.npz, 5 epochs, the paper's
 #          100 λ values, 3 images per side with 300 LIME samples, at most 15 features per class; without
 #          cifar10.npz, LeNet on the digits with 20 epochs (summary.md says which)
