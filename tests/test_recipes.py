@@ -26,7 +26,7 @@ from .conftest import ROOT
 
 RECIPES = sorted((ROOT / "recipes").glob("*.mk"))
 INTERP = Path(sys.executable).with_name("interp")
-FAST = {"demo", "sparse-decision"}  # the default run; each of the others takes 20-70 s at BUDGET=tiny
+FAST = {"demo", "sparse-decision"}  # the default run (~17 s each); the others take 15-45 s at BUDGET=tiny
 NO_REPORT = {"noise-grad-kernels"}  # the pictures of docs/noise-grad.md and docs/kernels.md, no report
 
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
