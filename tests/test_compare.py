@@ -239,3 +239,11 @@ def test_metric_all_and_errors(runs, tmp_path):
     bad.write_text("[1, 2]")
     r = runner.invoke(app, ["compare", str(bad)])
     assert r.exit_code == 2 and "not an object" in r.stderr
+
+
+def test_files_beside_a_checkpoint_are_not_runs():
+    from interpcli.reporting.runs import is_run_checkpoint
+
+    assert is_run_checkpoint("r20.safetensors")
+    assert not is_run_checkpoint("r20.state.safetensors")
+    assert not is_run_checkpoint("r20.features-0123abcd.safetensors")  # sparsify's feature cache

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..reporting.curves import LOG_SUFFIX
 from ..reporting.html import Section, page
 from ..reporting.provenance import Context, command_text, images_in
-from ..reporting.runs import STATE_SUFFIX
+from ..reporting.runs import is_run_checkpoint
 from ..reporting.sections import BUILDERS, detect, figures_section, runs_section
 
 __all__ = ["build_report", "find_sections", "MAX_DEPTH", "INDEX"]
@@ -37,7 +37,7 @@ Found = tuple[str, Path, list[Path] | None]  # (kind, folder or source file, the
 
 def _run_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and (
-        (p.name.endswith(".safetensors") and not p.name.endswith(STATE_SUFFIX)) or p.name.endswith(LOG_SUFFIX)))
+        is_run_checkpoint(p.name) or p.name.endswith(LOG_SUFFIX)))
 
 
 def _walk(folder: Path, skip: set[str], depth: int, found: list[Found]) -> None:

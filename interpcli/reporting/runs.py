@@ -42,6 +42,11 @@ MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING", "__bool_
 STATE_SUFFIX = ".state.safetensors"  # a training state beside a checkpoint, not a finished run
 
 
+def is_run_checkpoint(name: str) -> bool:
+    """A finished run's checkpoint, not a file beside one (training state, sparsify's feature cache)."""
+    return name.endswith(".safetensors") and not name.endswith(STATE_SUFFIX) and ".features-" not in name
+
+
 @dataclasses.dataclass
 class Run:
     """One run: its ``path`` (as given), ``kind`` (``checkpoint`` or ``json``), the flat ``fields``
@@ -145,7 +150,7 @@ def expand_runs(paths: Sequence[str | os.PathLike], patterns: Mapping[str, str] 
     out: dict[str, Path] = {}
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.glob("*.safetensors") if not f.name.endswith(STATE_SUFFIX))
+            found = sorted(f for f in p.glob("*.safetensors") if is_run_checkpoint(f.name))
             if not found:
                 raise ConfigError(f"folder '{p}' holds no checkpoint (*.safetensors)")
             for f in found:
@@ -155,7 +160,8 @@ def expand_runs(paths: Sequence[str | os.PathLike], patterns: Mapping[str, str] 
         else:
             out.setdefault(str(p.resolve()), p)
     for name, pat in (patterns or {}).items():
-        hits = sorted(Path(h) for h in glob.glob(pat) if Path(h).is_file() and not h.endswith(STATE_SUFFIX))
+        hits = sorted(Path(h) for h in glob.glob(pat) if Path(h).is_file()
+                      and (is_run_checkpoint(Path(h).name) or not h.endswith(".safetensors")))
         if not hits and not any(_matches(str(p), pat) for p in out.values()):
             raise ConfigError(f"--group {name}={pat} matches no file")
         for h in hits:

@@ -30,7 +30,7 @@ from .curves import LOG_SUFFIX, curves_png, load_logs, log_summary
 from .groupstats import fmt, pair_rows, summary_rows
 from .html import Html, Section, esc, figure, gallery, image_table, kv, link, note, table
 from .provenance import Context, command_text, npz_peek, read_json
-from .runs import STATE_SUFFIX
+from .runs import is_run_checkpoint
 
 __all__ = ["detect", "BUILDERS", "runs_section", "figures_section", "KERNEL_FILES", "SPARSIFY_FILES"]
 
@@ -273,7 +273,7 @@ def _checkpoint_row(p: Path, ctx: Context) -> dict[str, Any]:
 def runs_section(files: Sequence[Path], source: str, ctx: Context, slug: str, folder: Path | None = None) -> Section:
     """Checkpoints (a table with sha256 and training command) and training logs (the curves,
     drawn here, and a table); ``folder``: also its other pictures."""
-    ckpts = [p for p in files if p.name.endswith(".safetensors") and not p.name.endswith(STATE_SUFFIX)]
+    ckpts = [p for p in files if is_run_checkpoint(p.name)]
     logs = list(dict.fromkeys([p for p in files if p.name.endswith(LOG_SUFFIX)] + [
         p.with_name(p.name[: -len(".safetensors")] + LOG_SUFFIX) for p in ckpts
         if p.with_name(p.name[: -len(".safetensors")] + LOG_SUFFIX).is_file()]))
