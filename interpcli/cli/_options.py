@@ -112,6 +112,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or lo
 PngOpt = Annotated[bool, typer.Option("--png/--no-png", help="Write PNG overlays (and grid.png).",
                                       rich_help_panel="Output")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of everything random (masks, noise, sampling).")]
+OutFolderOpt = Annotated[Path, typer.Option(
+    "--out", "-o", help="Output folder (its parent must exist; an existing one needs --force).",
+    rich_help_panel="Output")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output (a folder as a whole: never a mix "
                                         "of old and new files); without it an existing output is an error.",
                                         rich_help_panel="Output")]

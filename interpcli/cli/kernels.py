@@ -13,7 +13,18 @@ from ..kernels import KernelsConfig
 from ..ops.kernels import kernels_checkpoint
 from ._app import app
 from ._console import err, print_json, print_paths
-from ._options import DataDirOpt, DatasetOpt, DeviceOpt, ForceOpt, JsonOpt, QuietOpt, SplitOpt, choice, value
+from ._options import (
+    DataDirOpt,
+    DatasetOpt,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    OutFolderOpt,
+    QuietOpt,
+    SplitOpt,
+    choice,
+    value,
+)
 
 _K, _S, _F = "Kernels", "Snapshots", "Feature map"
 ScaleChoice = choice("Scale", SCALES)
@@ -36,7 +47,7 @@ def kernels_cmd(
     data_dir: DataDirOpt = None,
     split: SplitOpt = "test",
     loss_log: Annotated[Optional[Path], typer.Option("--loss-log", help="RUN.log.jsonl written by `interp train`: loss, training and test accuracy against epoch; flags a stuck run.", rich_help_panel="Loss profile")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (its parent must exist; an existing one needs --force).", rich_help_panel="Output")] = Path("kernels-out"),
+    out_dir: OutFolderOpt = Path("kernels-out"),
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,

@@ -13,7 +13,18 @@ from ..sparse.path import PathConfig
 from ..sparse.solver import SolverConfig
 from ._app import Interrupted, app
 from ._console import JobProgress, err, print_json, print_paths
-from ._options import BatchSizeOpt, DataDirOpt, DatasetOpt, DeviceOpt, ForceOpt, JsonOpt, QuietOpt, SeedOpt, parse_kv
+from ._options import (
+    BatchSizeOpt,
+    DataDirOpt,
+    DatasetOpt,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    OutFolderOpt,
+    QuietOpt,
+    SeedOpt,
+    parse_kv,
+)
 
 _P, _S, _V = "Path", "Selection", "Feature pictures"
 
@@ -38,7 +49,7 @@ def sparsify_cmd(
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Extract the features again and do not cache them.", rich_help_panel="Input")] = False,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (its parent must exist; an existing one needs --force).", rich_help_panel="Output")] = Path("sparsify-out"),
+    out_dir: OutFolderOpt = Path("sparsify-out"),
     force: ForceOpt = False,
     batch_size: BatchSizeOpt = None,
     seed: SeedOpt = 0,
