@@ -286,3 +286,54 @@ def test_the_fused_node_is_used_for_a_fixed_b_and_not_for_a_learnable_one():
     y = learn(x)
     y.sum().backward()
     assert learn.b.rho.grad is not None and not y.grad_fn.name().endswith("_MaxOutScaleBackward")
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("m", [1, 2])
+def test_fused_conv_equals_composed_in_either_memory_format(fmt, m):
+    """The whole B-cos convolution (patch norm node, MaxOut chunks, in-place MaxOut gradient in the
+    gradient's own layout) against the composed ops, for contiguous and channels_last tensors."""
+    from interpcli.models.bcos_layers import composed_ops
+
+    torch.manual_seed(0)
+    conv = BcosConv2d(5, 4, 3, stride=2, padding=1, max_out=m).double().to(memory_format=fmt)
+    x = torch.randn(3, 5, 9, 9, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_(True)
+    w = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    y = conv(x)
+    gx, gw = torch.autograd.grad((y * w).sum(), (x, conv.weight))
+    with composed_ops():
+        y_ref = conv(x)
+        gx_ref, gw_ref = torch.autograd.grad((y_ref * w).sum(), (x, conv.weight))
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gw, gw_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (1, 1, 0), (5, 1, 2)])
+def test_patch_norm_node_equals_the_composed_ops_and_passes_gradcheck(k, stride, padding):
+    from interpcli.models.bcos_layers import patch_norm
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 7, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    fused, ref = patch_norm(x, k, stride, padding, fused=True), patch_norm(x, k, stride, padding, fused=False)
+    torch.testing.assert_close(fused, ref, rtol=1e-12, atol=1e-12)
+    # the definition: the L2 norm of each zero-padded k x k patch over all channels
+    patches = torch.nn.functional.unfold(x, k, padding=padding, stride=stride)
+    side = (7 + 2 * padding - k) // stride + 1
+    torch.testing.assert_close(fused.flatten(1), (patches.square().sum(1) + 1e-6).sqrt().view(2, side * side))
+    assert torch.autograd.gradcheck(lambda t: patch_norm(t, k, stride, padding, fused=True), (x,))
+
+
+def test_fused_nodes_refuse_double_backward_and_the_composed_ops_give_it():
+    """The fused nodes are once-differentiable (an error, never a silently wrong second derivative);
+    composed_ops() gives exact higher derivatives."""
+    from interpcli.models.bcos_layers import composed_ops
+
+    torch.manual_seed(0)
+    conv = BcosConv2d(2, 3, 3, padding=1, max_out=2).double()
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(conv(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        gx.sum().backward()
+    with composed_ops():
+        assert torch.autograd.gradgradcheck(lambda t: conv(t), (x,))

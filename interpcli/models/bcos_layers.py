@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-__all__ = ["Detachable", "BParam", "bcos_scale", "maxout_scale", "chunk_major", "FUSED", "composed_ops", "BcosConv2d",
-           "BcosLinear", "BatchNormUncentered2d", "PositionNormUncentered2d", "NORMS", "make_norm", "LogitLayer",
-           "explanation_mode"]
+__all__ = ["Detachable", "BParam", "bcos_scale", "maxout_scale", "chunk_major", "patch_norm", "FUSED", "composed_ops",
+           "BcosConv2d", "BcosLinear", "BatchNormUncentered2d", "PositionNormUncentered2d", "NORMS", "make_norm",
+           "LogitLayer", "explanation_mode"]
 
 
 class Detachable(nn.Module):
@@ -62,7 +63,8 @@ FUSED = True  # MaxOut + scale as one autograd node for a fixed B (False: the co
 def composed_ops() -> Iterator[None]:
     """Inside, B-cos layers run MaxOut and the scale as separate ops instead of the fused node:
     for passes that look at every op (DeepLIFT's rule-based propagation traces the network and
-    gives ``amax`` its max rule and the scale its product / quotient rules)."""
+    gives ``amax`` its max rule and the scale its product / quotient rules), and for higher
+    derivatives (``create_graph=True``), which the fused nodes refuse (``once_differentiable``)."""
     global FUSED
     old, FUSED = FUSED, False
     try:
@@ -86,7 +88,8 @@ class _MaxOutScale(torch.autograd.Function):
     the m channel chunks of ``out`` (N, m·C, ...), ``y = o · (|o|/n + ε)^(B-1)`` (ε = 0 for B = 2,
     as :func:`bcos_scale`), the scale's derivative dropped in explanation mode (``detach``).
 
-    Saves o, n and the MaxOut choice (a bool mask for MaxOut 2, indices otherwise) instead of
+    Saves |o|/n, y, n and the MaxOut choice (a 1/0 mask in o's dtype for MaxOut 2, indices
+    otherwise) instead of
     the composed ops' comparison tensors and the gradient expanded through ``amax``'s equality
     mask.  A tie goes to the first chunk (``amax`` splits its gradient).  Exact: tests/test_bcos.py
     (gradcheck in float64; equal to the composed ops to float rounding)."""
@@ -98,17 +101,20 @@ class _MaxOutScale(torch.autograd.Function):
             o = out
         elif m == 2:
             first, second = out.unflatten(1, (2, -1)).unbind(1)
-            choice = first >= second
             o = torch.maximum(first, second)
+            choice = torch.ge(first, second, out=torch.empty_like(o))  # 1.0 / 0.0 in o's dtype and layout:
+            # the backward's products read it without a bool -> float copy (4-5x faster on the CPU)
         else:
             o, choice = out.unflatten(1, (m, -1)).max(1)
         r = o.abs().div_(norm)  # |o| / n: the B = 2 scale
-        y = o * r if b == 2.0 else o * (r + 1e-6).pow(b - 1)
+        scale = r if b == 2.0 else (r + 1e-6).pow(b - 1)
+        y = o * scale if m == 1 else o.mul_(scale)  # o is our own buffer for MaxOut > 1: no new one
         ctx.save_for_backward(r, y, norm, choice)
         ctx.m, ctx.b, ctx.detach = m, b, detach
         return y
 
     @staticmethod
+    @once_differentiable  # no graph of the backward: for higher derivatives use composed_ops()
     def backward(ctx, g: torch.Tensor):
         r, y, norm, choice = ctx.saved_tensors  # y = o · scale, so g · o · scale' is g · y · (...)
         b, m = ctx.b, ctx.m
@@ -117,7 +123,7 @@ class _MaxOutScale(torch.autograd.Function):
             if ctx.detach:  # the scale is a constant: nothing flows to the norm
                 g_o = g * r
             else:  # d/do [o |o| / n] = 2 |o| / n ;  d/dn = -o |o| / n² = -y / n
-                g_o = g * (2 * r)
+                g_o = torch.mul(g, r).mul_(2)
                 if ctx.needs_input_grad[1]:
                     g_n = -(g * y).sum(1, keepdim=True) / norm
         else:
@@ -132,12 +138,68 @@ class _MaxOutScale(torch.autograd.Function):
                     g_n = -(g * y * t).sum(1, keepdim=True) / norm
         if m == 1:
             return g_o, g_n, None, None, None
-        if m == 2:  # functional (no out=): the backward also runs under vmap (is_grads_batched)
-            gv = torch.stack([g_o * choice, g_o * ~choice], 1)
+        if m == 2:
+            if _is_batched(g_o):  # under vmap (is_grads_batched): functional ops only
+                first = g_o * choice
+                gv = torch.stack([first, g_o - first], 1)
+            else:  # both chunks written in place into one buffer (in g's memory format): no stack copy,
+                # no float copy of the mask, no layout change before the convolution's backward
+                cl = g_o.dim() == 4 and not g_o.is_contiguous() and g_o.is_contiguous(memory_format=torch.channels_last)
+                gv = torch.empty((g_o.shape[0], 2 * g_o.shape[1], *g_o.shape[2:]), dtype=g_o.dtype,
+                                 device=g_o.device,
+                                 memory_format=torch.channels_last if cl else torch.contiguous_format)
+                g0, g1 = gv.unflatten(1, (2, -1)).unbind(1)
+                torch.mul(g_o, choice, out=g0)
+                torch.sub(g_o, g0, out=g1)
+                return gv, g_n, None, None, None
         else:
             gv = torch.zeros((g_o.shape[0], m, *g_o.shape[1:]), dtype=g_o.dtype, device=g_o.device)
             gv = gv.scatter(1, choice.unsqueeze(1), g_o.unsqueeze(1))
         return gv.flatten(1, 2), g_n, None, None, None
+
+
+def _box_sum(sq: torch.Tensor, k: int, stride: int, padding: int) -> torch.Tensor:
+    return F.avg_pool2d(sq, k, stride, padding, divisor_override=1) if k > 1 or stride > 1 else sq
+
+
+class _PatchNorm(torch.autograd.Function):
+    """``n = sqrt(Σ_patch Σ_c x² + 1e-6)`` in one node: the backward is ``x · box_sumᵀ(g / n)``, one
+    pass over x (the composed ops' ``pow`` backward copies x and multiplies twice)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: int, stride: int, padding: int) -> torch.Tensor:
+        sq = _box_sum(x.square().sum(1, keepdim=True), k, stride, padding)
+        n = sq.add_(1e-6).sqrt_()
+        ctx.save_for_backward(x, n)
+        ctx.geom = (k, stride, padding)
+        return n
+
+    @staticmethod
+    @once_differentiable  # no graph of the backward: for higher derivatives use composed_ops()
+    def backward(ctx, g: torch.Tensor):
+        x, n = ctx.saved_tensors
+        k, stride, padding = ctx.geom
+        t = g / n  # d n / d sq = 1 / (2n); d sq / dx = 2x (through the box sum's transpose)
+        if k > 1 or stride > 1:
+            t = torch.ops.aten.avg_pool2d_backward(t, x[:, :1], [k, k], [stride, stride], [padding, padding],
+                                                   False, True, 1)
+        return x * t, None, None, None
+
+
+def patch_norm(x: torch.Tensor, k: int, stride: int = 1, padding: int = 0, fused: bool = True) -> torch.Tensor:
+    """The norm of every k x k receptive-field patch of ``x`` (N, C, H, W) over all input channels
+    (zero padding counts as zeros), ``sqrt(‖patch‖² + 1e-6)``, shape (N, 1, H', W').  The channel
+    sum of squares (3-4x faster on the CPU than ``linalg.vector_norm`` over dim 1, a strided
+    reduction), then a k x k box sum; ``fused``: one autograd node (:class:`_PatchNorm`)."""
+    if fused:
+        return _PatchNorm.apply(x, k, stride, padding)
+    return (_box_sum(x.square().sum(1, keepdim=True), k, stride, padding) + 1e-6).sqrt()
+
+
+def _is_batched(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a functorch batched tensor (a backward run under vmap)."""
+    check = getattr(getattr(torch._C, "_functorch", None), "is_batchedtensor", None)
+    return bool(check(t)) if check is not None else True
 
 
 def maxout_scale(out: torch.Tensor, norm: torch.Tensor, max_out: int, b: torch.Tensor | float,
@@ -179,12 +241,13 @@ class BcosConv2d(Detachable):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.b.value()
-        w = self.normed_weight()
-        out = F.conv2d(x, chunk_major(w, self.max_out) if _fused(b) else w, None, self.stride, self.padding)
-        # Norm of every receptive-field patch over all input channels (zero padding counts as zeros).
-        sq = F.avg_pool2d(torch.linalg.vector_norm(x, dim=1, keepdim=True).square(), self.k, self.stride,
-                          self.padding, count_include_pad=True)
-        norm = (sq * self.k * self.k + 1e-6).sqrt()
+        if _fused(b):  # MaxOut copies as chunks, reordered before normalising (no flatten copy of channels_last)
+            w = chunk_major(self.weight, self.max_out)
+            w = w / torch.linalg.vector_norm(w, dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+        else:
+            w = self.normed_weight()
+        out = F.conv2d(x, w, None, self.stride, self.padding)
+        norm = patch_norm(x, self.k, self.stride, self.padding, fused=_fused(b))
         y = maxout_scale(out, norm, self.max_out, b, self.explain, chunked=_fused(b))
         return y / self.scale if self.scale != 1.0 else y
 
