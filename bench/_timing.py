@@ -1,9 +1,19 @@
-"""What every benchmark script shares: the median wall time of a call after a warm-up."""
+"""What every benchmark script shares: the median time of a call after a warm-up, by the wall
+clock or (``use_clock("process")``) by the process's CPU time, the robust measure on a shared
+machine when torch runs one thread (``--threads 1``): other processes' load does not count."""
 
 from __future__ import annotations
 
 import statistics
 import time
+
+_CLOCK = time.perf_counter
+
+
+def use_clock(name: str) -> None:
+    """``"wall"`` (default) or ``"process"`` (CPU time of this process, all its threads)."""
+    global _CLOCK
+    _CLOCK = {"wall": time.perf_counter, "process": time.process_time}[name]
 
 
 def timed(fn, repeats: int) -> float:
@@ -11,9 +21,9 @@ def timed(fn, repeats: int) -> float:
     fn()
     ts = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = _CLOCK()
         fn()
-        ts.append(time.perf_counter() - t0)
+        ts.append(_CLOCK() - t0)
     return statistics.median(ts)
 
 
@@ -24,7 +34,7 @@ def timed_pair(fa, fb, repeats: int) -> tuple[list[float], list[float]]:
     ta, tb = [], []
     for _ in range(repeats):
         for fn, ts in ((fa, ta), (fb, tb)):
-            t0 = time.perf_counter()
+            t0 = _CLOCK()
             fn()
-            ts.append(time.perf_counter() - t0)
+            ts.append(_CLOCK() - t0)
     return ta, tb

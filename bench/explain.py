@@ -14,6 +14,13 @@ steps), and (perturbations/batch)·F for perturbation methods.  ratio = time / m
 Methods run on the eval fast path (attribute's default); ``--fastpath`` also times each
 with ``fast=False``, alternating runs: speedup_fastpath = time without / time with.
 Writes JSON (default out/bench/explain.json).
+
+The sweep a new user's settings must survive (issue 15): ``--batch-sizes 16 32 64 --weights
+random trained --methods grad smoothgrad intgrad occlusion --vs-captum-only`` times each
+method against the same Captum call, alternating (``timed_pair``), in every (batch, weights)
+cell; ``trained`` loads ``--trained ARCH=CKPT`` or trains ARCH for one epoch on 5,000
+CIFAR-10 images (../shared/data) once, cached under out/bench/.  On a shared machine use
+``--threads 1 --clock process`` (CPU time of this process: other processes' load does not count).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _timing import timed, timed_pair  # noqa: E402
+from _timing import timed, timed_pair, use_clock  # noqa: E402
 
 from interpcli.device import configure_backends, resolve_device  # noqa: E402
 from interpcli.methods import attribute, get_method, list_methods  # noqa: E402
@@ -143,6 +150,62 @@ def captum_reference(name: str, model, x, t, params):
     return None
 
 
+def trained_model(arch: str, device, given: dict[str, str]):
+    """The arch with trained weights: ``given[arch]`` (a checkpoint), or one epoch on 5,000
+    CIFAR-10 training images, trained once and cached under out/bench/."""
+    from interpcli import TrainConfig, load_model, train
+
+    path = Path(given[arch]) if arch in given else ROOT / "out" / "bench" / f"trained-{arch}.safetensors"
+    if not path.exists():
+        data = ROOT.parent / "shared" / "data"
+        if not (data / "cifar10.npz").exists():
+            raise SystemExit(f"no checkpoint for {arch}: pass --trained {arch}=CKPT or put cifar10.npz in {data}")
+        print(f"training {arch} for the 'trained' cells (one epoch, 5,000 images) -> {path}", flush=True)
+        train(TrainConfig(arch=arch, dataset="cifar10", data_dir=str(data), limit_train=5000, limit_test=500,
+                          epochs=1, seed=0), out=path, device="cpu", force=True)
+    return load_model(path, device=device).eval()
+
+
+def sweep(args, device) -> dict:
+    """Ours against the same Captum call, alternating, in every (weights, batch) cell."""
+    given = dict(a.split("=", 1) for a in args.trained)
+    overrides = {k: _value(v) for k, v in (p.split("=", 1) for p in args.param)}
+    cells = []
+    for arch in args.archs:
+        info = get_model_info(arch)
+        for weights in args.weights:
+            torch.manual_seed(0)
+            if weights == "trained":
+                model = trained_model(arch, device, given)
+            else:
+                model = Classifier(arch, 10, info.default_input,
+                                   {"kind": "bcos6" if info.encoding == "bcos6" else "identity"}).to(device).eval()
+            for bs in args.batch_sizes:
+                x = torch.rand(bs, *model.input_shape, generator=torch.Generator().manual_seed(1)).to(device)
+                t = torch.arange(bs, device=device) % model.num_classes
+                for name in args.methods or ["grad", "smoothgrad", "intgrad", "occlusion"]:
+                    mi = get_method(name)
+                    params = {**mi.defaults, **{k: v for k, v in overrides.items() if k in mi.defaults}}
+                    kw = {k: v for k, v in params.items() if k in overrides}
+                    ref = captum_reference(name, model, x, t, params)
+                    if ref is None:
+                        continue
+                    ours, theirs = timed_pair(lambda: attribute(model, x, t, name, **kw), ref, args.repeats)
+                    cell = {"arch": arch, "weights": weights, "batch_size": bs, "method": name,
+                            "seconds": statistics.median(ours), "captum_seconds": statistics.median(theirs),
+                            "speedup_vs_captum": statistics.median(theirs) / statistics.median(ours),
+                            "speedup_vs_captum_min": min(theirs) / min(ours)}
+                    cells.append(cell)
+                    print(f"{arch:14s} {weights:8s} batch {bs:3d} {name:12s} ours {cell['seconds']:7.3f}s  "
+                          f"captum {cell['captum_seconds']:7.3f}s  {cell['speedup_vs_captum']:.2f}x "
+                          f"(min-based {cell['speedup_vs_captum_min']:.2f}x)", flush=True)
+    worst = min(cells, key=lambda c: c["speedup_vs_captum"]) if cells else None
+    if worst:
+        print(f"slowest cell: {worst['method']} {worst['weights']} batch {worst['batch_size']}: "
+              f"{worst['speedup_vs_captum']:.2f}x Captum", flush=True)
+    return {"cells": cells, "min_speedup_vs_captum": worst["speedup_vs_captum"] if worst else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", nargs="*", default=["resnet56", "bcos-resnet56"])
@@ -155,11 +218,28 @@ def main() -> None:
     ap.add_argument("--fastpath", action="store_true",
                     help="also time each method with fast=False (runs alternating): speedup_fastpath")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "explain.json")
+    ap.add_argument("--batch-sizes", nargs="*", type=int, default=None,
+                    help="sweep these batch sizes (with --weights): ours vs Captum in every cell")
+    ap.add_argument("--weights", nargs="*", choices=["random", "trained"], default=["random"],
+                    help="with --batch-sizes: random-init and/or trained weights")
+    ap.add_argument("--trained", nargs="*", default=[], metavar="ARCH=CKPT",
+                    help="checkpoints for the 'trained' cells (default: train one epoch on 5,000 CIFAR-10 images)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
+    ap.add_argument("--clock", choices=["wall", "process"], default="wall",
+                    help="wall time, or this process's CPU time (with --threads 1 on a shared machine)")
     ap.add_argument("--tf32", action="store_true",
                     help="CUDA: TF32 for ours, the references and the pass-count units alike (default: full float32)")
     args = ap.parse_args()
     device = resolve_device(args.device)
-    configure_backends(device, tf32=args.tf32)  # the references and units run under the same precision as ours
+    configure_backends(device, threads=args.threads, tf32=args.tf32)  # references and units: the same precision
+    use_clock(args.clock)
+    if args.batch_sizes:
+        report = {"benchmark": "explain-sweep", "device": str(device), "threads": torch.get_num_threads(),
+                  "clock": args.clock, "torch": torch.__version__, **sweep(args, device)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return
     overrides = {k: _value(v) for k, v in (p.split("=", 1) for p in args.param)}
     report = {"benchmark": "explain", "device": str(device), "threads": torch.get_num_threads(),
               "batch_size": args.batch_size, "torch": torch.__version__, "fastpath_compared": args.fastpath,

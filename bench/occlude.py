@@ -42,7 +42,7 @@ def model_and_images(n: int, steps: int, device) -> tuple[torch.nn.Module, torch
     model = Classifier("resnet56", 10, (3, 32, 32), {"kind": "normalize", "mean": MEAN, "std": STD}).to(device)
     if not CIFAR.exists():
         return model.eval(), torch.rand(n, 3, 32, 32, device=device), "random images, untrained"
-    z = np.load(CIFAR)
+    z = np.load(CIFAR, allow_pickle=False)
     xtr = torch.from_numpy(z["x_train"][: steps * 128]).permute(0, 3, 1, 2).float() / 255
     ytr = torch.from_numpy(z["y_train"][: steps * 128])
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("make") is None:
         print("Error: GNU make is not installed", file=sys.stderr)
         return 2
-    recipes = sorted(RECIPES.glob("*.mk"))
+    recipes = sorted(r for r in RECIPES.glob("*.mk") if r.name != "common.mk")  # common.mk: included by each
     if args.names:
         known = {r.stem: r for r in recipes}
         missing = [n for n in args.names if n.removesuffix(".mk") not in known]

@@ -52,6 +52,7 @@ _LAZY = {
     "compare_runs": ".ops.compare",
     "build_report": ".ops.report",
     "plot_logs": ".ops.plot_log",
+    "import_model": ".ops.import_model",
 }
 
 __all__ = ["__version__", "InterpError", "resolve_device", "seed_everything", "CHECKPOINT_FORMAT_VERSION",
@@ -60,7 +61,7 @@ __all__ = ["__version__", "InterpError", "resolve_device", "seed_everything", "C
            "get_method", "list_methods", "Attributions", "Inputs", "InputSpec", "explain", "explain_checkpoint",
            "occlude_checkpoint",
            "noise_grad_checkpoint", "kernels_checkpoint",
-           "sparsify_checkpoint",
+           "sparsify_checkpoint", "import_model",
            "compare_runs", "build_report", "plot_logs"]  # = "__version__" and the keys of _LAZY (a test checks)
 
 
@@ -104,6 +105,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
     from .ops.compare import compare_runs
     from .ops.evaluate import evaluate_checkpoint
     from .ops.explain import explain, explain_checkpoint
+    from .ops.import_model import import_model
     from .ops.kernels import kernels_checkpoint
     from .ops.noise_grad import noise_grad_checkpoint
     from .ops.occlude import occlude_checkpoint

@@ -17,7 +17,6 @@ import contextlib
 import datetime as _dt
 import hashlib
 import io
-import json
 import os
 import shutil
 import sys
@@ -32,15 +31,18 @@ from PIL import Image, PngImagePlugin
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-from . import __version__
+from . import __version__, freshness, interrupts
 from .errors import ArtifactError, ConfigError
 from .metadata import (
     CHECKPOINT_FORMAT_VERSION,
     META_KEY,
     dumps,
     existing_file,
+    loads_strict,
+    meta_dumps,
     meta_from_header,
     parse_header,
+    parse_meta,
     read_metadata,
 )
 from .models import Classifier
@@ -48,8 +50,8 @@ from .models import Classifier
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "atomic_write", "write_bytes", "check_output_path", "check_folder",
            "check_output_folder", "staged_folder",
            "file_mode", "folder_mode", "read_npz_arrays", "save_checkpoint", "load_checkpoint", "load_model",
-           "read_metadata", "save_tensors", "load_tensors", "save_json", "save_npz", "load_npz", "save_png",
-           "sha256_file"]
+           "read_metadata", "save_tensors", "load_tensors", "save_json", "save_npz", "load_npz", "load_npz_meta",
+           "save_png", "sha256_file"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -83,9 +85,10 @@ def check_folder(folder: str | os.PathLike, what: str = "output folder") -> Path
             raise ConfigError(f"{what} '{d}'{where} is a file, not a folder")
         raise ConfigError(f"{what} '{d}' does not exist; create it first")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".interp-probe-", dir=d)
-        os.close(fd)
-        os.unlink(probe)
+        with interrupts.deferred():  # never a probe file left behind
+            fd, probe = tempfile.mkstemp(prefix=".interp-probe-", dir=d)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as e:
         raise ConfigError(f"{what} '{d}' is not writable: cannot create a file there ({e.strerror})") from None
     return d
@@ -93,13 +96,14 @@ def check_folder(folder: str | os.PathLike, what: str = "output folder") -> Path
 
 def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     """Validate an output file path before any work is done: its folder must exist and take new
-    files; an existing file is replaced only with ``force``."""
+    files; an existing file is replaced only with ``force`` (or left alone when up to date)."""
     p = Path(path)
+    freshness.claim(p)
     if p.is_dir():
         raise ConfigError(f"output path '{p}' is a directory; give a file name")
     check_folder(p.parent)
     if p.exists() and not force:
-        raise ConfigError(f"'{p}' exists; pass --force to replace it (or choose another --out)")
+        freshness.refuse(p, f"'{p}' exists; pass --force to replace it (or choose another --out)")
     return p
 
 
@@ -107,12 +111,13 @@ def check_output_folder(out_dir: str | os.PathLike, force: bool = False) -> Path
     """Validate an output folder before any work is done: its parent must exist and take new
     files, and an existing non-empty folder is only replaced with ``force``."""
     out = Path(out_dir)
+    freshness.claim(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output folder '{out}' is a file, not a folder")
     check_folder(out.parent, "output folder's parent")
     if not force and out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"output folder '{out}' exists and is not empty; pass --force to replace it "
-                          "(or choose another --out)")
+        freshness.refuse(out, f"output folder '{out}' exists and is not empty; pass --force to replace it "
+                         "(or choose another --out)")
     return out
 
 
@@ -136,17 +141,28 @@ def _move_folder(new: Path, out: Path) -> None:
 def staged_folder(out_dir: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Write an output folder as a whole: yields a temporary folder beside ``out_dir`` to fill;
     on success it is renamed into place (an existing non-empty folder only with ``force``, then
-    replaced as a whole, never merged), on any error removed, leaving ``out_dir`` untouched."""
+    replaced as a whole, never merged), on any error or interruption removed, leaving ``out_dir``
+    untouched.  Under ``interp`` the folder gets its record (:data:`~interpcli.freshness.MANIFEST`)."""
     out = check_output_folder(out_dir, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp: Path | None = None
     try:
+        with interrupts.deferred():  # a signal between mkdtemp and the assignment would leave it behind
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         os.chmod(tmp, folder_mode())  # mkdtemp makes 0700: give what mkdir would
         yield tmp
-        _move_folder(tmp, out)
+        files = {str(p.relative_to(tmp)): (p.stat().st_size, p.stat().st_mtime_ns)
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        record = freshness.record_for(out, files)
+        if record is not None:
+            save_json(tmp / freshness.MANIFEST, record)
+        with interrupts.deferred():  # old folder away and new one in: both or neither
+            _move_folder(tmp, out)
     except OSError as e:
         raise ArtifactError(f"cannot write output folder '{out}': {e.strerror or e}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            with interrupts.deferred():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -157,17 +173,23 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+    tmp = None
     try:
-        os.fchmod(fd, file_mode())  # mkstemp makes 0600: give what open() would, under the umask
-        with os.fdopen(fd, mode) as f:
+        with interrupts.deferred():  # a signal cannot come between creating it and taking note of it
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+            f = os.fdopen(fd, mode)
+        with f:
+            os.fchmod(fd, file_mode())  # mkstemp makes 0600: give what open() would, under the umask
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno and e.filename is None:  # a failed write or fsync: say of which file
+            raise OSError(e.errno, e.strerror, str(p)) from None
         raise
     # Make the rename itself durable.
     with contextlib.suppress(OSError):
@@ -179,8 +201,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` atomically (an output PNG of ``interp`` gets its record, :mod:`.freshness`)."""
     with atomic_write(path, "wb") as f:
-        f.write(data)
+        f.write(freshness.stamp_png(path, data))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -201,7 +224,7 @@ def save_npz(path: str | os.PathLike, meta: dict | None = None, **arrays: Any) -
     buf = io.BytesIO()
     out = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in arrays.items()}
     if meta is not None:
-        out["meta"] = np.array(dumps(meta))
+        out["meta"] = np.array(meta_dumps(meta))
     np.savez_compressed(buf, **out)
     write_bytes(path, buf.getvalue())
     return Path(path)
@@ -232,8 +255,19 @@ def read_npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     """Read an NPZ written by :func:`save_npz` (never unpickles); returns (arrays, meta)."""
     arrays = read_npz_arrays(path)
-    meta = json.loads(str(arrays.pop("meta"))) if "meta" in arrays else {}
+    meta = parse_meta(str(arrays.pop("meta")), path) if "meta" in arrays else {}
     return arrays, meta
+
+
+def load_npz_meta(path: str | os.PathLike) -> dict:
+    """The ``meta`` of an NPZ written by :func:`save_npz` alone (its arrays are not read); {} if none."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return loads_strict(str(z["meta"])) if "meta" in z.files else {}
+    except FileNotFoundError:
+        raise ArtifactError(f"file not found: {path}") from None
+    except Exception:  # not an NPZ, a pickled or corrupt member, bad JSON
+        raise ArtifactError(f"'{path}' is not an NPZ written by numpy without objects") from None
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray, text: dict[str, str] | None = None) -> Path:
@@ -254,7 +288,9 @@ def save_png(path: str | os.PathLike, image: np.ndarray, text: dict[str, str] | 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Atomically write ``tensors`` and the JSON ``meta`` into one safetensors file."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    data = _st_save(flat, metadata={META_KEY: dumps(meta), "format": "pt"})
+    record = freshness.record_for(path)  # an output checkpoint of `interp`: what made it
+    meta = meta if record is None else {**meta, "request": record}
+    data = _st_save(flat, metadata={META_KEY: meta_dumps(meta), "format": "pt"})
     write_bytes(path, data)
     return Path(path)
 

@@ -10,6 +10,11 @@ docs/artifacts.md) and PNGs into a temporary folder beside the output and rename
 place at the end, so a failure never leaves a partial folder and a replaced folder (``force``)
 never mixes old and new files.  ``load`` reads the NPZ back
 (bit for bit) and, given the parent checkpoint, checks its sha256 against the one recorded.
+
+A result written chunk by chunk (:mod:`interpcli.attribution_store`) is split into *parts*:
+``attributions.npz`` holds the first rows and, in its ``meta.part``, the number of parts and
+rows; ``attributions-00001.npz``, ... hold the next rows, each a complete attributions file of
+its rows.  :func:`part_files` lists them; ``load`` reads them all back as one result.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from . import artifacts, viz
 from .artifacts import check_output_folder, staged_folder
 from .errors import ArtifactError
 
-__all__ = ["Attributions", "NPZ_NAME", "check_output_folder"]
+__all__ = ["Attributions", "NPZ_NAME", "check_output_folder", "part_path", "part_files", "total_rows"]
 
 NPZ_NAME = "attributions.npz"
+PART_STEM = "attributions-"  # part i >= 1: attributions-00001.npz, ...
 _ROW_ARRAYS = ("images", "targets", "labels", "logits", "predictions", "sources", "attributions")
 
 
@@ -86,18 +92,19 @@ class Attributions:
         into place: an existing non-empty folder is refused unless ``force``, which replaces it
         as a whole (renamed away, then deleted), never leaving a mix of old and new files."""
         with staged_folder(out_dir, force) as tmp:
-            names = [self._write_npz(tmp / NPZ_NAME)] + (self._write_pngs(tmp) if png else [])
+            names = [self.write_npz(tmp / NPZ_NAME)] + (self.write_pngs(tmp) if png else [])
         return [Path(out_dir) / f.name for f in names]
 
-    def _write_npz(self, path: Path) -> Path:
+    def write_npz(self, path: Path, **meta: Any) -> Path:
+        """The NPZ alone (``meta`` adds keys to its meta JSON, e.g. ``part``)."""
         arrays = {f"attr_{m}": a.numpy().astype(np.float32) for m, a in self.maps.items()}
         arrays["attributions"] = arrays[f"attr_{self.methods[0]}"]
-        return artifacts.save_npz(path, self.meta(), images=self.images.numpy().astype(np.float32),
+        return artifacts.save_npz(path, {**self.meta(), **meta}, images=self.images.numpy().astype(np.float32),
                                   targets=self.targets.numpy(), labels=self.labels.numpy(),
                                   logits=self.logits.numpy(), predictions=self.predictions.numpy(),
                                   sources=np.array(self.sources), **arrays, **self.extras)
 
-    def _write_pngs(self, folder: Path) -> list[Path]:
+    def write_pngs(self, folder: Path) -> list[Path]:
         """Per (row, method) ``NNNN_<method>.png`` (title: source, true label, prediction, target; red
         with ``✗ wrong`` when misclassified) and, for an image file that was resized to the model's
         input, ``NNNN_<method>_original.png`` (the map upsampled onto the file's own pixels);
@@ -140,13 +147,21 @@ class Attributions:
 
     @classmethod
     def load(cls, path: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Attributions:
-        """Read an ``attributions.npz`` (or the folder holding one) written by :meth:`save`.
+        """Read an ``attributions.npz`` (or the folder holding one) written by :meth:`save`, all
+        its parts (a chunked result) concatenated; a part file (``attributions-00003.npz``) given
+        by name is read alone.
 
         With ``checkpoint``, its sha256 must equal the one recorded (else
         :class:`~interpcli.errors.ArtifactError`): maps are only meaningful for their model."""
+        sha = artifacts.sha256_file(checkpoint) if checkpoint is not None else None
+        parts = [cls.load_file(p, checkpoint, sha) for p in part_files(path)]
+        return parts[0] if len(parts) == 1 else cls.concat(parts)
+
+    @classmethod
+    def load_file(cls, path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                  sha256: str | None = None) -> Attributions:
+        """One NPZ file (one part of a chunked result) as it is; ``sha256``: the checkpoint's, if known."""
         p = Path(path)
-        if p.is_dir():
-            p = p / NPZ_NAME
         arrays, meta = artifacts.load_npz(p)
         if meta.get("kind") != "attributions":
             raise ArtifactError(f"'{p}' is not an attributions file written by interp explain/occlude")
@@ -157,7 +172,7 @@ class Attributions:
             raise ArtifactError(f"'{p}' lacks {', '.join(missing) or 'methods'}; not a complete attributions file")
         if checkpoint is not None:
             recorded = meta.get("checkpoint", {}).get("sha256")
-            actual = artifacts.sha256_file(checkpoint)
+            actual = sha256 or artifacts.sha256_file(checkpoint)
             if recorded is None:
                 raise ArtifactError(f"'{p}' records no checkpoint sha256; cannot check it against '{checkpoint}'")
             if recorded != actual:
@@ -171,3 +186,72 @@ class Attributions:
                    params=meta.get("params", {}), signed={m: bool(meta.get("signed", {}).get(m, True))
                                                           for m in methods},
                    classes=list(meta.get("classes", [])), checkpoint=meta.get("checkpoint", {}), extras=extras)
+
+    @classmethod
+    def concat(cls, parts: list[Attributions]) -> Attributions:
+        """The rows of ``parts`` (same methods) one after the other.  An extra whose trailing shape
+        differs between parts (``mask_scores`` with another mask count) is padded: NaN, False or -1."""
+        first = parts[0]
+        if any(p.methods != first.methods for p in parts):
+            raise ArtifactError("the parts hold different methods; not one result")
+        cat = lambda ts: ts[0] if len(ts) == 1 else torch.cat(ts)
+        extras = {k: _pad_cat([p.extras[k] for p in parts]) for k in first.extras if all(k in p.extras for p in parts)}
+        return cls(cat([p.images for p in parts]), cat([p.targets for p in parts]), cat([p.labels for p in parts]),
+                   cat([p.logits for p in parts]), [s for p in parts for s in p.sources],
+                   {m: cat([p.maps[m] for p in parts]) for m in first.methods}, first.params, first.signed,
+                   first.classes, first.checkpoint, extras)
+
+    def rows(self, start: int, stop: int) -> Attributions:
+        """Rows ``start:stop`` as a result of their own."""
+        return dataclasses.replace(self, images=self.images[start:stop], targets=self.targets[start:stop],
+                                   labels=self.labels[start:stop], logits=self.logits[start:stop],
+                                   sources=self.sources[start:stop],
+                                   maps={m: a[start:stop] for m, a in self.maps.items()},
+                                   extras={k: v[start:stop] for k, v in self.extras.items()})
+
+
+def _pad_cat(arrays: list[np.ndarray]) -> np.ndarray:
+    if len({a.shape[1:] for a in arrays}) <= 1:
+        return np.concatenate(arrays)
+    shape = tuple(max(s) for s in zip(*(a.shape[1:] for a in arrays)))
+    fill = {"b": False, "i": -1, "u": 0}.get(arrays[0].dtype.kind, np.nan)
+    out = []
+    for a in arrays:
+        b = np.full((len(a), *shape), fill, dtype=a.dtype)
+        b[(slice(None), *(slice(0, n) for n in a.shape[1:]))] = a
+        out.append(b)
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------------------------------------- parts
+
+def part_path(folder: str | os.PathLike, index: int) -> Path:
+    """Part ``index`` of a chunked result in ``folder``: ``attributions.npz`` for 0, else
+    ``attributions-00001.npz``, ..."""
+    return Path(folder) / (NPZ_NAME if index == 0 else f"{PART_STEM}{index:05d}.npz")
+
+
+def part_files(path: str | os.PathLike) -> list[Path]:
+    """The NPZ files of a result: ``path`` is its folder or its ``attributions.npz`` (every part,
+    in order, checked present), or another NPZ file (that file alone)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / NPZ_NAME
+    if p.name != NPZ_NAME or not p.is_file():
+        return [p]
+    info = artifacts.load_npz_meta(p).get("part") or {}
+    files = [part_path(p.parent, i) for i in range(int(info.get("parts", 1)))]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise ArtifactError(f"'{p}' is part 0 of {len(files)} but {', '.join(missing[:3])}"
+                            f"{' ...' if len(missing) > 3 else ''} is missing beside it; the result is incomplete")
+    return files
+
+
+def total_rows(path: str | os.PathLike) -> int:
+    """The number of rows of a result (all parts), from the metadata alone."""
+    files = part_files(path)
+    meta = artifacts.load_npz_meta(files[0])
+    if "part" in meta and "rows" in meta["part"]:
+        return int(meta["part"]["rows"])
+    return len(artifacts.read_npz_arrays(files[0])["targets"])

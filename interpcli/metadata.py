@@ -14,11 +14,13 @@ from typing import Any
 
 from .errors import ArtifactError
 
-__all__ = ["CHECKPOINT_FORMAT_VERSION", "META_KEY", "dumps", "existing_file", "parse_header", "meta_from_header",
-           "read_metadata"]
+__all__ = ["CHECKPOINT_FORMAT_VERSION", "META_KEY", "META_MAX_BYTES", "HEADER_MAX_BYTES", "dumps", "meta_dumps",
+           "loads_strict", "parse_meta", "existing_file", "parse_header", "meta_from_header", "read_metadata"]
 
 CHECKPOINT_FORMAT_VERSION = 1
 META_KEY = "interp"  # the one key of the safetensors header metadata: a JSON object
+META_MAX_BYTES = 4 << 20  # an `interp` metadata value larger than this is refused (ImageNet-21k's class names: 0.5 MB)
+HEADER_MAX_BYTES = 100_000_000  # safetensors' own limit on its JSON header
 
 
 def _json_default(o: Any) -> Any:
@@ -36,6 +38,38 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(obj, default=_json_default, indent=indent, sort_keys=False)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key '{k}'")
+        out[k] = v
+    return out
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """JSON as RFC 8259 has it: ``NaN``/``Infinity`` and repeated keys in an object are a
+    ``ValueError`` (Python's ``json`` takes the former and keeps the last of the latter)."""
+    return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
+
+
+def meta_dumps(obj: Any) -> str:
+    """The JSON of artifact metadata (a safetensors header's ``interp`` value, an NPZ's ``meta``):
+    strict JSON, a non-finite number (a diverged loss) written as null, at most
+    :data:`META_MAX_BYTES` (what :func:`meta_from_header` reads back)."""
+    text = dumps(obj)
+    if "NaN" in text or "Infinity" in text:  # may be inside a string: the round trip keeps strings as they are
+        text = json.dumps(json.loads(text, parse_constant=lambda _c: None), allow_nan=False)
+    if len(text.encode()) > META_MAX_BYTES:
+        raise ArtifactError(f"metadata of {len(text.encode()) / 2**20:.1f} MiB is over the "
+                            f"{META_MAX_BYTES / 2**20:.0f} MiB interp reads back")
+    return text
+
+
 def existing_file(path: str | os.PathLike) -> Path:
     """``path`` as a Path; an :class:`~interpcli.errors.ArtifactError` if it is missing or a folder."""
     p = Path(path)
@@ -46,6 +80,12 @@ def existing_file(path: str | os.PathLike) -> Path:
     return p
 
 
+def _check_header_size(n: int, path: str | os.PathLike) -> None:
+    if n > HEADER_MAX_BYTES:
+        raise ArtifactError(f"'{path}' announces a {n / 1e6:.0f} MB header, over safetensors' limit of "
+                            f"{HEADER_MAX_BYTES / 1e6:.0f} MB; refused")
+
+
 def parse_header(data: bytes, path: str | os.PathLike) -> dict:
     """Read the safetensors JSON header without touching the tensors."""
     if len(data) < 8:
@@ -53,13 +93,33 @@ def parse_header(data: bytes, path: str | os.PathLike) -> dict:
     n = int.from_bytes(data[:8], "little")
     if n <= 0 or 8 + n > len(data):
         raise ArtifactError(f"'{path}' is not a valid safetensors file (corrupt or truncated header)")
+    _check_header_size(n, path)
     try:
-        header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArtifactError(f"'{path}' is not a valid safetensors file (unreadable header)") from None
+        header = loads_strict(data[8 : 8 + n])
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ArtifactError(f"'{path}' is not a valid safetensors file (unreadable header: {e})") from None
     if not isinstance(header, dict):
         raise ArtifactError(f"'{path}' is not a valid safetensors file")
     return header
+
+
+def parse_meta(raw: Any, path: str | os.PathLike, what: str = "metadata") -> dict:
+    """A metadata JSON object (a checkpoint's ``interp`` value, an NPZ's ``meta``), parsed
+    strictly (:func:`loads_strict`) and at most :data:`META_MAX_BYTES` long; anything else is
+    an :class:`~interpcli.errors.ArtifactError`."""
+    if not isinstance(raw, str):
+        raise ArtifactError(f"'{path}' has corrupt {what} (not a string)")
+    size = len(raw.encode())
+    if size > META_MAX_BYTES:
+        raise ArtifactError(f"'{path}' has {size / 2**20:.1f} MiB of {what}, over the "
+                            f"{META_MAX_BYTES / 2**20:.0f} MiB limit; refused")
+    try:
+        meta = loads_strict(raw)
+    except ValueError as e:
+        raise ArtifactError(f"'{path}' has corrupt {what} ({e})") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"'{path}' has corrupt {what} (not a JSON object)")
+    return meta
 
 
 def meta_from_header(header: dict, path: str | os.PathLike) -> dict:
@@ -68,12 +128,7 @@ def meta_from_header(header: dict, path: str | os.PathLike) -> dict:
     raw = md.get(META_KEY) if isinstance(md, dict) else None
     if raw is None:
         raise ArtifactError(f"'{path}' is a safetensors file without interp metadata; not an interp checkpoint")
-    try:
-        meta = json.loads(raw)
-    except (TypeError, json.JSONDecodeError):
-        raise ArtifactError(f"'{path}' has corrupt interp metadata") from None
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"'{path}' has corrupt interp metadata")
+    meta = parse_meta(raw, path, "interp metadata")
     version = meta.get("format_version")
     if not isinstance(version, int):
         raise ArtifactError(f"'{path}' has no format_version in its metadata")
@@ -96,6 +151,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
         size = p.stat().st_size
         if n <= 0 or 8 + n > size:
             raise ArtifactError(f"'{p}' is not a valid safetensors file (corrupt or truncated header)")
+        _check_header_size(n, p)  # before reading it
         data = head + f.read(n)
     header = parse_header(data, p)
     meta = meta_from_header(header, p)

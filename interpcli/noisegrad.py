@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from . import artifacts
+from .alignment import AlignmentSums, alignment_scores
 from .device import model_device
 from .errors import ConfigError
 from .kernel_viz import RENDERS, column_labels, gradient_grid, write_folder
@@ -48,7 +49,6 @@ __all__ = ["NoiseGradConfig", "NoiseGrad", "parse_selection", "unit_values", "un
 REDUCES = ("max", "mean")
 GRAD_MODES = ("auto", "batched", "fold", "loop")
 NPZ_NAME = "noise_grad.npz"
-_EPS = 1e-12
 
 
 def is_logits(layer: str | None) -> bool:
@@ -272,44 +272,6 @@ def noise_images(n: int, shape: Sequence[int], mean: Sequence[float], std: Seque
     return m + s * z
 
 
-# ---------------------------------------------------------------------------------------------- scores
-
-def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a, b = a.flatten(-3).double(), b.flatten(-3).double()
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(_EPS)
-
-
-def alignment_scores(grads: torch.Tensor, inputs: torch.Tensor, is_noise: Sequence[bool],
-                     center: Sequence[float]) -> dict[str, list[float | None]]:
-    """Per unit (rows of ``grads`` (U, N, C, H, W)), numbers to compare architectures by:
-
-    - ``noise_consistency``: mean cosine between the gradients of two different noise samples
-      (1: the unit responds to one fixed pattern, as a linear filter does);
-    - ``noise_spread``: sum_s |g_s - mean g|^2 / sum_s |g_s|^2 over noise samples (0 for a
-      linear filter, 1 - 1/S for gradients without a common part);
-    - ``noise_alignment`` / ``image_alignment``: mean cosine between the gradient and its input
-      minus ``center`` (the noise mean), on noise samples / on real images;
-    - ``zero_gradient``: fraction of samples where the gradient is exactly zero (a dead unit).
-    None where a score needs samples that are not there (two noise samples, one image)."""
-    noise = torch.as_tensor(list(is_noise), dtype=torch.bool)
-    cen = torch.tensor(list(center), dtype=torch.float64).view(-1, 1, 1)
-    cos_in = _cos(grads, inputs.double() - cen)                                         # (U, N)
-    out: dict[str, list[float | None]] = {k: [] for k in ("noise_consistency", "noise_spread", "noise_alignment",
-                                                          "image_alignment", "zero_gradient")}
-    gn = grads[:, noise].flatten(2).double()                                            # (U, S, D)
-    s = gn.shape[1]
-    for u in range(len(grads)):
-        unit = gn[u] / gn[u].norm(dim=-1, keepdim=True).clamp_min(_EPS)
-        gram, total = unit @ unit.T, float((gn[u] ** 2).sum())
-        out["noise_consistency"].append(float((gram.sum() - gram.trace()) / (s * (s - 1))) if s >= 2 else None)
-        spread = float(((gn[u] - gn[u].mean(0)) ** 2).sum()) / total if total > 0 else None
-        out["noise_spread"].append(spread if s >= 2 else None)
-        out["noise_alignment"].append(float(cos_in[u, noise].mean()) if bool(noise.any()) else None)
-        out["image_alignment"].append(float(cos_in[u, ~noise].mean()) if bool((~noise).any()) else None)
-        out["zero_gradient"].append(float((grads[u].flatten(1).abs().amax(1) == 0).double().mean()))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- result
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -341,19 +303,34 @@ class NoiseGrad:
     layer: str
     config: dict[str, Any]
     checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sums: AlignmentSums | None = None  # of every input of a streamed run (these are its first columns)
 
     @property
     def is_noise(self) -> list[bool]:
         return [k == "noise" for k in self.kinds]
 
+    @property
+    def n_inputs(self) -> int:
+        """Inputs of the whole run (more than ``len(kinds)`` for the first columns of a streamed one)."""
+        return int(self.sums.sums["counts"].sum()) if self.sums is not None else len(self.kinds)
+
+    def columns(self, start: int, stop: int) -> NoiseGrad:
+        """Inputs ``start:stop`` (the same units)."""
+        return dataclasses.replace(self, gradients=self.gradients[:, start:stop], inputs=self.inputs[start:stop],
+                                   kinds=self.kinds[start:stop], sources=self.sources[start:stop],
+                                   values=self.values[start:stop])
+
     def mean_gradient(self) -> torch.Tensor:
         """(U, C, H, W): the average over the noise samples (over every input when there are none)."""
+        if self.sums is not None:
+            return self.sums.mean_gradient(self.gradients.shape[2:])
         noise = torch.tensor(self.is_noise)
         return self.gradients[:, noise].mean(1) if bool(noise.any()) else self.gradients.mean(1)
 
     def scores(self) -> dict[str, Any]:
         """The alignment scores per unit and their averages over units (``summary``)."""
-        per = alignment_scores(self.gradients, self.inputs, self.is_noise, self.config["noise_mean"])
+        per = self.sums.scores() if self.sums is not None else \
+            alignment_scores(self.gradients, self.inputs, self.is_noise, self.config["noise_mean"])
         rows = [{"unit": u, "name": n, **{k: v[i] for k, v in per.items()}}
                 for i, (u, n) in enumerate(zip(self.units, self.unit_names))]
         return {"layer": self.layer, "reduce": self.config["reduce"], "units": rows,
@@ -371,20 +348,24 @@ class NoiseGrad:
     def meta(self) -> dict[str, Any]:
         return {"kind": "noise_grad", "layer": self.layer, "config": self.config, "checkpoint": self.checkpoint}
 
+    def write_npz(self, path: Path, mean: bool = True, **meta: Any) -> Path:
+        """``noise_grad.npz`` (or one part of a streamed run: ``meta`` adds ``part``); ``mean``: with
+        ``mean_gradient`` when the config asks for it."""
+        extra = {"mean_gradient": self.mean_gradient()} if mean and self.config.get("average") else {}
+        return artifacts.save_npz(path, {**self.meta(), **meta}, gradients=self.gradients, inputs=self.inputs,
+                                  kinds=np.array(self.kinds), sources=np.array(self.sources),
+                                  units=np.array(self.units), unit_names=np.array(self.unit_names),
+                                  values=self.values, **extra)
+
+    def write_summary(self, folder: Path, png: bool = True) -> list[Path]:
+        """``scores.json`` and (``png``) ``grid.png`` of these inputs' columns."""
+        files = [artifacts.save_json(folder / "scores.json", self.scores())]
+        meta = {"interp": artifacts.dumps(self.meta())}
+        return files + ([artifacts.save_png(folder / "grid.png", self.grid(), meta)] if png else [])
+
     def save(self, out_dir: str | os.PathLike, png: bool = True, force: bool = False) -> list[Path]:
         """Write ``noise_grad.npz`` (gradients, inputs, kinds, sources, units, unit_names, values,
         mean_gradient with ``average``; the config in meta), ``scores.json`` and ``grid.png``,
         into a folder replaced as a whole."""
-        scores = self.scores()
-
-        def write(tmp: Path) -> list[Path]:
-            extra = {"mean_gradient": self.mean_gradient()} if self.config.get("average") else {}
-            files = [artifacts.save_npz(tmp / NPZ_NAME, self.meta(), gradients=self.gradients, inputs=self.inputs,
-                                        kinds=np.array(self.kinds), sources=np.array(self.sources),
-                                        units=np.array(self.units), unit_names=np.array(self.unit_names),
-                                        values=self.values, **extra),
-                     artifacts.save_json(tmp / "scores.json", scores)]
-            meta = {"interp": artifacts.dumps(self.meta())}
-            return files + ([artifacts.save_png(tmp / "grid.png", self.grid(), meta)] if png else [])
-
-        return write_folder(out_dir, write, force)
+        return write_folder(out_dir, lambda tmp: [self.write_npz(tmp / NPZ_NAME), *self.write_summary(tmp, png)],
+                            force)

@@ -27,13 +27,8 @@
 # explain-bcos/, explain-resnet/ (maps of the same images), pointing-bcos/, pointing-resnet/,
 # tables/ (the commands' tables), report/index.html and summary.md.
 
-INTERP ?= interp
-OUT    ?= out/bcos-cifar10
-DATA   ?= ../shared/data
-DEVICE ?= auto
-BUDGET ?= small
-
-HAVE_CIFAR := $(wildcard $(DATA)/cifar10.npz)
+OUT ?= out/bcos-cifar10
+include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
 ifeq ($(BUDGET),tiny)
   DEPTH       := 56
@@ -65,10 +60,8 @@ else ifeq ($(BUDGET),small)
   RUN_FOLDS   := 0 1
   INDICES     := 0:8
   PARAMS      := -p lime.n_samples=200 -p intgrad.steps=16 -p deeplift.steps=8
-else ifeq ($(BUDGET),paper)
-  ifeq ($(HAVE_CIFAR),)
-    $(error BUDGET=paper needs $(DATA)/cifar10.npz (set DATA=folder))
-  endif
+else  # paper
+  $(NEED_CIFAR)
   DEPTH       := 56
   DATASET     := --dataset cifar10
   DATA_NOTE   := CIFAR-10 ($(DATA)/cifar10.npz), all 50000 training and 10000 test images
@@ -79,8 +72,6 @@ else ifeq ($(BUDGET),paper)
   INDICES     := 0:64
   PG          := --grid 3 --n 500 --smooth 15
   PARAMS      :=
-else
-  $(error BUDGET must be tiny, small or paper, not '$(BUDGET)')
 endif
 
 STD_ARCH     := resnet$(DEPTH)
@@ -94,14 +85,9 @@ STD      := $(RUN_FOLDS:%=$(OUT)/runs/$(STD_ARCH)-f%.safetensors)
 STD_BIAS := $(RUN_FOLDS:%=$(OUT)/runs/$(STD_ARCH)-bias-f%.safetensors)
 BCOS     := $(RUN_FOLDS:%=$(OUT)/runs/$(BCOS_ARCH)-f%.safetensors)
 
-# $(call TABLE,FILE): keep a command's stderr (its tables) for summary.md; show it if the command fails
-TABLE = 2> $(1) || { cat $(1) >&2; exit 1; }
-# $(call SECTION,TITLE,FILE): one section of summary.md holding a command's table
-SECTION = printf '\n\#\# %s\n\n```\n' '$(1)'; cat $(2); printf '```\n';
-
 all: $(OUT)/report/index.html $(OUT)/summary.md
 
-$(OUT)/runs $(OUT)/tables:
+$(OUT)/runs:
 	mkdir -p $@
 
 # ---- training: fold F of FOLDS stratified folds held out for validation, the same split for every arch
@@ -121,7 +107,7 @@ $(OUT)/runs/$(BCOS_ARCH)-f%.safetensors: | $(OUT)/runs
 # ---- test and validation accuracy over folds: mean ± sd, Welch and paired (by fold) tests
 
 $(OUT)/compare/compare.json: $(STD) $(STD_BIAS) $(BCOS) | $(OUT)/tables
-	$(INTERP) compare --metric test_acc,val_acc --group '$(STD_ARCH)=$(OUT)/runs/$(STD_ARCH)-f*.safetensors' \
+	INTERP_PROGRESS=0 $(INTERP) compare --metric test_acc,val_acc --group '$(STD_ARCH)=$(OUT)/runs/$(STD_ARCH)-f*.safetensors' \
 		--group '$(STD_ARCH)-bias=$(OUT)/runs/$(STD_ARCH)-bias-f*.safetensors' \
 		--group '$(BCOS_ARCH)=$(OUT)/runs/$(BCOS_ARCH)-f*.safetensors' \
 		--force -o $(@D) $(call TABLE,$(OUT)/tables/compare.txt)
@@ -139,28 +125,21 @@ $(OUT)/explain-resnet/attributions.npz: $(OUT)/runs/$(STD_ARCH)-f0.safetensors
 # ---- the 3x3 grid pointing game, every method
 
 $(OUT)/pointing-bcos/summary.json: $(OUT)/runs/$(BCOS_ARCH)-f0.safetensors | $(OUT)/tables
-	$(INTERP) consistency $< --data-dir $(DATA) --pointing-game $(PG) \
+	INTERP_PROGRESS=0 $(INTERP) consistency $< --data-dir $(DATA) --pointing-game $(PG) \
 		--methods $(subst $(space),$(comma),$(METHODS_BCOS)) $(PARAMS) --device $(DEVICE) --force -o $(@D) \
 		$(call TABLE,$(OUT)/tables/pointing-bcos.txt)
 
 $(OUT)/pointing-resnet/summary.json: $(OUT)/runs/$(STD_ARCH)-f0.safetensors | $(OUT)/tables
-	$(INTERP) consistency $< --data-dir $(DATA) --pointing-game $(PG) \
+	INTERP_PROGRESS=0 $(INTERP) consistency $< --data-dir $(DATA) --pointing-game $(PG) \
 		--methods $(subst $(space),$(comma),$(METHODS_STD)) $(PARAMS) --device $(DEVICE) --force -o $(@D) \
 		$(call TABLE,$(OUT)/tables/pointing-resnet.txt)
 
-# ---- the gallery and the key numbers
+# ---- the gallery and the key numbers (common.mk's targets)
 
+TITLE   := B-cos ResNet-$(DEPTH) vs ResNet-$(DEPTH)
+NOTE    := Data: $(DATA_NOTE). Folds: $(RUN_FOLDS) of $(FOLDS).
 OUTPUTS := $(OUT)/compare/compare.json $(OUT)/explain-bcos/attributions.npz $(OUT)/explain-resnet/attributions.npz \
 	$(OUT)/pointing-bcos/summary.json $(OUT)/pointing-resnet/summary.json
-
-$(OUT)/report/index.html: $(OUTPUTS)
-	$(INTERP) report $(OUT) --title 'B-cos ResNet-$(DEPTH) vs ResNet-$(DEPTH) (BUDGET=$(BUDGET))' --force -o $(@D)
-
-$(OUT)/summary.md: $(OUTPUTS)
-	{ printf '# B-cos ResNet-$(DEPTH) vs ResNet-$(DEPTH) (BUDGET=$(BUDGET))\n\nData: $(DATA_NOTE). Folds: $(RUN_FOLDS) of $(FOLDS).\n'; \
-	  $(call SECTION,Accuracy over folds: interp compare,$(OUT)/tables/compare.txt) \
-	  $(call SECTION,Grid pointing game $(PG): $(BCOS_ARCH) fold 0,$(OUT)/tables/pointing-bcos.txt) \
-	  $(call SECTION,Grid pointing game $(PG): $(STD_ARCH) fold 0,$(OUT)/tables/pointing-resnet.txt) \
-	} > $@.tmp && mv $@.tmp $@
-
-.PHONY: all
+SUMMARY  = $(call SECTION,Accuracy over folds: interp compare,$(OUT)/tables/compare.txt) \
+	$(call SECTION,Grid pointing game $(PG): $(BCOS_ARCH) fold 0,$(OUT)/tables/pointing-bcos.txt) \
+	$(call SECTION,Grid pointing game $(PG): $(STD_ARCH) fold 0,$(OUT)/tables/pointing-resnet.txt)

@@ -8,24 +8,16 @@
 # Budgets: BUDGET=small (default, what `make demo` runs: 20 epochs, ~30 s on 2 CPU cores; also
 # BUDGET=paper) or BUDGET=tiny (3 epochs, for tests/test_recipes.py).
 
-INTERP ?= interp
-OUT    ?= out/demo
-DEVICE ?= auto
-BUDGET ?= small
+OUT ?= out/demo
+include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
 ifeq ($(BUDGET),tiny)
   EPOCHS := 3
-else ifneq ($(filter small paper,$(BUDGET)),)
-  EPOCHS := 20
 else
-  $(error BUDGET must be tiny, small or paper, not '$(BUDGET)')
+  EPOCHS := 20
 endif
 
-all: $(OUT)/eval.json $(OUT)/info.json $(OUT)/occlude/attributions.npz $(OUT)/explain/grid.png \
-	$(OUT)/report/index.html $(OUT)/summary.md
-
-$(OUT):
-	mkdir -p $@
+all: $(OUT)/info.json $(OUT)/report/index.html $(OUT)/summary.md
 
 $(OUT)/lenet.safetensors: | $(OUT)
 	$(INTERP) train --arch lenet --dataset digits --epochs $(EPOCHS) --snapshot-every 20 --val-split 0.1 \
@@ -46,11 +38,9 @@ $(OUT)/explain/grid.png: $(OUT)/lenet.safetensors
 	$(INTERP) explain $< --indices 0:6 --method grad --method intgrad --method smoothgrad --method gradcam \
 		--device $(DEVICE) --force --out $(OUT)/explain
 
-$(OUT)/report/index.html: $(OUT)/eval.json $(OUT)/occlude/attributions.npz $(OUT)/explain/grid.png
-	$(INTERP) report $(OUT) --title 'interp demo: LeNet on digits' --force -o $(@D)
+# ---- the gallery and the key numbers (common.mk's targets)
 
-$(OUT)/summary.md: $(OUT)/eval.json
-	{ printf '# interp demo: LeNet on digits ($(EPOCHS) epochs)\n\n```\n'; cat $(OUT)/eval.txt; printf '```\n'; } \
-		> $@.tmp && mv $@.tmp $@
-
-.PHONY: all
+TITLE   := interp demo: LeNet on digits
+NOTE    := $(EPOCHS) epochs on the embedded 8x8 digits.
+OUTPUTS := $(OUT)/eval.json $(OUT)/occlude/attributions.npz $(OUT)/explain/grid.png
+SUMMARY  = $(call SECTION,The model: interp eval,$(OUT)/eval.txt)

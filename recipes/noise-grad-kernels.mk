@@ -9,33 +9,25 @@
 # BUDGET=small (default; also paper) or tiny (seconds, for tests/test_recipes.py: 3 and 1 epochs on
 # fewer images, and the `cifar` targets on generated 32x32 pulses, square vs gaussian, instead).
 
-INTERP ?= interp
-OUT    ?= out/docs
-DATA   ?= ../shared/data
-DEVICE ?= auto
-BUDGET ?= small
+OUT ?= out/docs
+include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
 ifeq ($(BUDGET),tiny)
   LENET_TRAIN := --epochs 3
   PULSE_TRAIN := --limit-train 150 --limit-test 30 --epochs 1
   SMP_TRAIN   := --dataset pulses --dataset-arg size=32 --classes square,gaussian --dataset-arg n_train=300 \
                  --dataset-arg n_test=60 --epochs 1 --snapshot-every 1
-else ifneq ($(filter small paper,$(BUDGET)),)
+else
   LENET_TRAIN := --epochs 20
   PULSE_TRAIN := --limit-train 600 --limit-test 150 --epochs 4
   SMP_TRAIN   := --dataset cifar10 --data-dir $(DATA) --classes plane,car --limit-train 4000 --limit-test 1000 \
                  --epochs 8 --snapshot-every 25
-else
-  $(error BUDGET must be tiny, small or paper, not '$(BUDGET)')
 endif
 
 all: digits pulses cifar
 digits: $(OUT)/ng-lenet/grid.png $(OUT)/ng-lenet-conv2/grid.png $(OUT)/k-lenet/kernels.png
 pulses: $(OUT)/k-pulse/feature_map.png
 cifar: $(OUT)/ng-smp/grid.png $(OUT)/ng-smp-units/grid.png $(OUT)/k-smp/kernels.png
-
-$(OUT):
-	mkdir -p $@
 
 # ---- models (each also writes NAME.log.jsonl and, with --snapshot-every, NAME.kernels.npz)
 

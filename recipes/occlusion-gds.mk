@@ -19,20 +19,16 @@
 #          of CIFAR-10 from $(DATA)/cifar10.npz, 5 epochs, 32 images, 8x8 windows at stride 4, 16 views
 #          of dimension 4, 2000 RISE masks; without cifar10.npz, LeNet on the digits as in tiny with
 #          32 images (summary.md says which)
-#   paper  a GPU: ResNet-56 on all of CIFAR-10 with its recipe's 100 epochs (He et al.), 250 images,
+#   paper  a GPU: ResNet-56 on all of CIFAR-10 with the 100 epochs of its recipe (He et al.), 250 images,
 #          RISE's 6000 masks (s 8, p 0.1; Petsiuk et al. 2018), 16 views of dimension 4
 #
 # Writes $(OUT)/model.safetensors (and its training log), maps/ (the four maps, grid.png),
 # consistency-prob/, consistency-repr/ (scores, curves, statistics), tables/, report/index.html and
 # summary.md.
 
-INTERP ?= interp
-OUT    ?= out/occlusion-gds
-DATA   ?= ../shared/data
-DEVICE ?= auto
-BUDGET ?= small
+OUT ?= out/occlusion-gds
+include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
-HAVE_CIFAR := $(wildcard $(DATA)/cifar10.npz)
 DIGITS     := --arch lenet --dataset digits --epochs 5
 DIGITS_OCC := -p window=2 -p stride=1
 DIGITS_SUB := -p gds.views=8 -p gds.k=2
@@ -59,31 +55,19 @@ else ifeq ($(BUDGET),small)
     RISE      := -p rise.n_masks=2000 -p rise.s=4
   endif
   IMAGES    := 0:32
-else ifeq ($(BUDGET),paper)
-  ifeq ($(HAVE_CIFAR),)
-    $(error BUDGET=paper needs $(DATA)/cifar10.npz (set DATA=folder))
-  endif
+else  # paper
+  $(NEED_CIFAR)
   TRAIN     := --arch resnet56 --dataset cifar10
-  DATA_NOTE := ResNet-56 on all of CIFAR-10 ($(DATA)/cifar10.npz), its recipe's 100 epochs
+  DATA_NOTE := ResNet-56 on all of CIFAR-10 ($(DATA)/cifar10.npz), the 100 epochs of its recipe
   IMAGES    := 0:250
   WINDOW    := -p window=8 -p stride=4
   SUBSPACE  := -p gds.views=16 -p gds.k=4
   RISE      :=
-else
-  $(error BUDGET must be tiny, small or paper, not '$(BUDGET)')
 endif
 
 MAPS := $(OUT)/maps/attributions.npz
 
-# $(call TABLE,FILE): keep a command's stderr (its tables) for summary.md; show it if the command fails
-TABLE = 2> $(1) || { cat $(1) >&2; exit 1; }
-# $(call SECTION,TITLE,FILE): one section of summary.md holding a command's output
-SECTION = printf '\n\#\# %s\n\n```\n' '$(1)'; cat $(2); printf '```\n';
-
 all: $(OUT)/report/index.html $(OUT)/summary.md
-
-$(OUT) $(OUT)/tables:
-	mkdir -p $@
 
 # ---- the model
 
@@ -107,27 +91,20 @@ $(MAPS): $(OUT)/model.safetensors
 #      then consistency and minimal size on the penultimate representation (class-agnostic)
 
 $(OUT)/consistency-prob/summary.json: $(MAPS) | $(OUT)/tables
-	$(INTERP) consistency $(OUT)/model.safetensors $(MAPS) --data-dir $(DATA) \
+	INTERP_PROGRESS=0 $(INTERP) consistency $(OUT)/model.safetensors $(MAPS) --data-dir $(DATA) \
 		--metric consistency,min-size,deletion,insertion --output prob --device $(DEVICE) --force -o $(@D) \
 		$(call TABLE,$(OUT)/tables/consistency-prob.txt)
 
 $(OUT)/consistency-repr/summary.json: $(MAPS) | $(OUT)/tables
-	$(INTERP) consistency $(OUT)/model.safetensors $(MAPS) --data-dir $(DATA) \
+	INTERP_PROGRESS=0 $(INTERP) consistency $(OUT)/model.safetensors $(MAPS) --data-dir $(DATA) \
 		--metric consistency,min-size --output repr --device $(DEVICE) --force -o $(@D) \
 		$(call TABLE,$(OUT)/tables/consistency-repr.txt)
 
-# ---- the gallery and the key numbers
+# ---- the gallery and the key numbers (common.mk's targets)
 
+TITLE   := Occlusion, RISE, ROSA and ROSA-GDS
+NOTE    := Model: $(DATA_NOTE). Images: test $(IMAGES).
 OUTPUTS := $(MAPS) $(OUT)/consistency-prob/summary.json $(OUT)/consistency-repr/summary.json $(OUT)/tables/eval.txt
-
-$(OUT)/report/index.html: $(OUTPUTS)
-	$(INTERP) report $(OUT) --title 'Occlusion, RISE, ROSA and ROSA-GDS (BUDGET=$(BUDGET))' --force -o $(@D)
-
-$(OUT)/summary.md: $(OUTPUTS)
-	{ printf '# Occlusion, RISE, ROSA and ROSA-GDS (BUDGET=$(BUDGET))\n\nModel: $(DATA_NOTE). Images: test $(IMAGES).\n'; \
-	  $(call SECTION,The model: interp eval,$(OUT)/tables/eval.txt) \
-	  $(call SECTION,Fidelity on the probability vector: interp consistency,$(OUT)/tables/consistency-prob.txt) \
-	  $(call SECTION,Consistency and minimal size on the representation: interp consistency --output repr,$(OUT)/tables/consistency-repr.txt) \
-	} > $@.tmp && mv $@.tmp $@
-
-.PHONY: all
+SUMMARY  = $(call SECTION,The model: interp eval,$(OUT)/tables/eval.txt) \
+	$(call SECTION,Fidelity on the probability vector: interp consistency,$(OUT)/tables/consistency-prob.txt) \
+	$(call SECTION,Consistency and minimal size on the representation: interp consistency --output repr,$(OUT)/tables/consistency-repr.txt)

@@ -22,10 +22,8 @@
 # strip, feature map, loss profile of seed N), conv2/ (second-layer kernels of seed 0),
 # curves.png (all seeds), compare/ (accuracy over seeds), tables/, report/index.html and summary.md.
 
-INTERP ?= interp
-OUT    ?= out/pulses-kernels
-DEVICE ?= auto
-BUDGET ?= small
+OUT ?= out/pulses-kernels
+include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
 ifeq ($(BUDGET),tiny)
   ARCH     := pulse-cnn
@@ -37,25 +35,18 @@ else ifeq ($(BUDGET),small)
   DATASET  :=
   TRAIN    := --epochs 5 --snapshot-every 10
   SEEDS    := 0 1 2
-else ifeq ($(BUDGET),paper)
+else  # paper
   ARCH     := pulse-cnn-paper
   DATASET  := --dataset-arg n_train=10000 --dataset-arg n_test=50
   TRAIN    := --epochs 100 --snapshot-every 5
   SEEDS    := 0 1 2 3
-else
-  $(error BUDGET must be tiny, small or paper, not '$(BUDGET)')
 endif
 
 RUNS := $(SEEDS:%=$(OUT)/runs/$(ARCH)-s%.safetensors)
 
-# $(call TABLE,FILE): keep a command's stderr (its tables) for summary.md; show it if the command fails
-TABLE = 2> $(1) || { cat $(1) >&2; exit 1; }
-# $(call SECTION,TITLE,FILE): one section of summary.md holding a command's output
-SECTION = printf '\n\#\# %s\n\n```\n' '$(1)'; cat $(2); printf '```\n';
-
 all: $(OUT)/report/index.html $(OUT)/summary.md
 
-$(OUT)/runs $(OUT)/tables:
+$(OUT)/runs:
 	mkdir -p $@
 
 # ---- one run per seed (each also writes NAME.kernels.npz, the snapshots, and NAME.log.jsonl)
@@ -77,28 +68,21 @@ $(OUT)/conv2/kernels.png: $(OUT)/runs/$(ARCH)-s0.safetensors
 # ---- the seeds' loss profiles overlaid (a stuck run is marked), and their accuracy
 
 $(OUT)/curves.png: $(RUNS) | $(OUT)/tables
-	$(INTERP) plot-log $(RUNS:.safetensors=.log.jsonl) --title 'pulses: $(ARCH), seeds $(SEEDS)' --force -o $@ \
+	INTERP_PROGRESS=0 $(INTERP) plot-log $(RUNS:.safetensors=.log.jsonl) --title 'pulses: $(ARCH), seeds $(SEEDS)' --force -o $@ \
 		$(call TABLE,$(OUT)/tables/curves.txt)
 
 $(OUT)/compare/compare.json: $(RUNS) | $(OUT)/tables
-	$(INTERP) compare $(RUNS) --metric test_acc,loss --force -o $(@D) $(call TABLE,$(OUT)/tables/compare.txt)
+	INTERP_PROGRESS=0 $(INTERP) compare $(RUNS) --metric test_acc,loss --force -o $(@D) $(call TABLE,$(OUT)/tables/compare.txt)
 
 $(OUT)/tables/eval-s0.txt: $(OUT)/runs/$(ARCH)-s0.safetensors | $(OUT)/tables
 	$(INTERP) eval $< --device $(DEVICE) > $@.tmp && mv $@.tmp $@
 
-# ---- the gallery and the key numbers
+# ---- the gallery and the key numbers (common.mk's targets)
 
+TITLE   := Kernels of a waveform CNN
+NOTE    := Data: generated pulses (embedded). Arch: $(ARCH). Seeds: $(SEEDS).
 OUTPUTS := $(SEEDS:%=$(OUT)/kernels-s%/kernels.png) $(OUT)/conv2/kernels.png $(OUT)/curves.png \
 	$(OUT)/compare/compare.json $(OUT)/tables/eval-s0.txt
-
-$(OUT)/report/index.html: $(OUTPUTS)
-	$(INTERP) report $(OUT) --title 'Kernels of a waveform CNN (BUDGET=$(BUDGET))' --force -o $(@D)
-
-$(OUT)/summary.md: $(OUTPUTS)
-	{ printf '# Kernels of a waveform CNN (BUDGET=$(BUDGET))\n\nData: generated pulses (embedded). Arch: $(ARCH). Seeds: $(SEEDS).\n'; \
-	  $(call SECTION,Training runs and stuck-run verdicts: interp plot-log,$(OUT)/tables/curves.txt) \
-	  $(call SECTION,Accuracy and loss over seeds: interp compare,$(OUT)/tables/compare.txt) \
-	  $(call SECTION,Seed 0 on the test set: interp eval,$(OUT)/tables/eval-s0.txt) \
-	} > $@.tmp && mv $@.tmp $@
-
-.PHONY: all
+SUMMARY  = $(call SECTION,Training runs and stuck-run verdicts: interp plot-log,$(OUT)/tables/curves.txt) \
+	$(call SECTION,Accuracy and loss over seeds: interp compare,$(OUT)/tables/compare.txt) \
+	$(call SECTION,Seed 0 on the test set: interp eval,$(OUT)/tables/eval-s0.txt)

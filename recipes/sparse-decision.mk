@@ -17,20 +17,15 @@
 #          validation) and 2000 test images of CIFAR-10 from $(DATA)/cifar10.npz, 5 epochs, the paper's
 #          100 λ values, 3 images per side with 300 LIME samples, at most 15 features per class; without
 #          cifar10.npz, LeNet on the digits with 20 epochs (summary.md says which)
-#   paper  a GPU: ResNet-56 on all of CIFAR-10 (10 % held out, ddn's val_frac) with its recipe's 100 epochs,
+#   paper  a GPU: ResNet-56 on all of CIFAR-10 (10 % held out, ddn's val_frac) with the 100 epochs of its recipe,
 #          the paper's path (100 λ, α 0.99, ε 1e-3), 5 images per side with LIME's 1000 samples
 #
 # Writes $(OUT)/dense.safetensors (and its training log), sparse/ (sparse.safetensors, path.json,
 # path.png, features.json, features/feature-NNNN.png), sparse-fpc/ (the features-per-class
 # selection), tables/, report/index.html and summary.md.
 
-INTERP ?= interp
-OUT    ?= out/sparse-decision
-DATA   ?= ../shared/data
-DEVICE ?= auto
-BUDGET ?= small
-
-HAVE_CIFAR := $(wildcard $(DATA)/cifar10.npz)
+OUT ?= out/sparse-decision
+include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
 ifeq ($(BUDGET),tiny)
   TRAIN     := --arch lenet --dataset digits --epochs 5
@@ -49,28 +44,16 @@ else ifeq ($(BUDGET),small)
   PATH_OPTS :=
   VISUALIZE := --visualize 3 --lime n_samples=300
   FPC       := 15
-else ifeq ($(BUDGET),paper)
-  ifeq ($(HAVE_CIFAR),)
-    $(error BUDGET=paper needs $(DATA)/cifar10.npz (set DATA=folder))
-  endif
+else  # paper
+  $(NEED_CIFAR)
   TRAIN     := --arch resnet56 --dataset cifar10
-  DATA_NOTE := ResNet-56 on all of CIFAR-10 ($(DATA)/cifar10.npz), its recipe's 100 epochs
+  DATA_NOTE := ResNet-56 on all of CIFAR-10 ($(DATA)/cifar10.npz), the 100 epochs of its recipe
   PATH_OPTS :=
   VISUALIZE := --visualize 5
   FPC       := 15
-else
-  $(error BUDGET must be tiny, small or paper, not '$(BUDGET)')
 endif
 
-# $(call TABLE,FILE): keep a command's stderr (its tables) for summary.md; show it if the command fails
-TABLE = 2> $(1) || { cat $(1) >&2; exit 1; }
-# $(call SECTION,TITLE,FILE): one section of summary.md holding a command's output
-SECTION = printf '\n\#\# %s\n\n```\n' '$(1)'; cat $(2); printf '```\n';
-
 all: $(OUT)/report/index.html $(OUT)/summary.md
-
-$(OUT) $(OUT)/tables:
-	mkdir -p $@
 
 # ---- the dense model, 10 % of its training split held out for validation (the selection uses it)
 
@@ -80,14 +63,14 @@ $(OUT)/dense.safetensors: | $(OUT)
 # ---- the regularisation path; the paper's selection, with the feature pictures
 
 $(OUT)/sparse/sparse.safetensors: $(OUT)/dense.safetensors | $(OUT)/tables
-	$(INTERP) sparsify $< --data-dir $(DATA) $(PATH_OPTS) --select absolute:5 $(VISUALIZE) --device $(DEVICE) \
+	INTERP_PROGRESS=0 $(INTERP) sparsify $< --data-dir $(DATA) $(PATH_OPTS) --select absolute:5 $(VISUALIZE) --device $(DEVICE) \
 		--force -o $(@D) $(call TABLE,$(OUT)/tables/sparse.txt)
 
 # ---- the same path, the best layer with at most FPC features per class (after the first: the features
 #      are extracted once and cached beside the checkpoint)
 
 $(OUT)/sparse-fpc/sparse.safetensors: $(OUT)/dense.safetensors | $(OUT)/tables $(OUT)/sparse/sparse.safetensors
-	$(INTERP) sparsify $< --data-dir $(DATA) $(PATH_OPTS) --select features-per-class:$(FPC) --device $(DEVICE) \
+	INTERP_PROGRESS=0 $(INTERP) sparsify $< --data-dir $(DATA) $(PATH_OPTS) --select features-per-class:$(FPC) --device $(DEVICE) \
 		--force -o $(@D) $(call TABLE,$(OUT)/tables/sparse-fpc.txt)
 
 # ---- dense against sparse on the same test images: accuracy, per class, confusion matrix
@@ -98,20 +81,13 @@ $(OUT)/tables/eval-dense.txt: $(OUT)/dense.safetensors | $(OUT)/tables
 $(OUT)/tables/eval-sparse.txt: $(OUT)/sparse/sparse.safetensors | $(OUT)/tables
 	$(INTERP) eval $< --data-dir $(DATA) --device $(DEVICE) > $@.tmp && mv $@.tmp $@
 
-# ---- the gallery and the key numbers
+# ---- the gallery and the key numbers (common.mk's targets)
 
+TITLE   := Sparse decision layer
+NOTE    := Model: $(DATA_NOTE).
 OUTPUTS := $(OUT)/sparse/sparse.safetensors $(OUT)/sparse-fpc/sparse.safetensors $(OUT)/tables/eval-dense.txt \
 	$(OUT)/tables/eval-sparse.txt
-
-$(OUT)/report/index.html: $(OUTPUTS)
-	$(INTERP) report $(OUT) --title 'Sparse decision layer (BUDGET=$(BUDGET))' --force -o $(@D)
-
-$(OUT)/summary.md: $(OUTPUTS)
-	{ printf '# Sparse decision layer (BUDGET=$(BUDGET))\n\nModel: $(DATA_NOTE).\n'; \
-	  $(call SECTION,Selected: the sparsest layer within 5 points of the best (interp sparsify),$(OUT)/tables/sparse.txt) \
-	  $(call SECTION,Selected: at most $(FPC) features per class (interp sparsify),$(OUT)/tables/sparse-fpc.txt) \
-	  $(call SECTION,Dense model: interp eval,$(OUT)/tables/eval-dense.txt) \
-	  $(call SECTION,Sparse model (absolute:5): interp eval,$(OUT)/tables/eval-sparse.txt) \
-	} > $@.tmp && mv $@.tmp $@
-
-.PHONY: all
+SUMMARY  = $(call SECTION,Selected: the sparsest layer within 5 points of the best (interp sparsify),$(OUT)/tables/sparse.txt) \
+	$(call SECTION,Selected: at most $(FPC) features per class (interp sparsify),$(OUT)/tables/sparse-fpc.txt) \
+	$(call SECTION,Dense model: interp eval,$(OUT)/tables/eval-dense.txt) \
+	$(call SECTION,Sparse model (absolute:5): interp eval,$(OUT)/tables/eval-sparse.txt)

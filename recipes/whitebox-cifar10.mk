@@ -23,13 +23,9 @@
 # ARCH/grad/ (class-logit gradients on test images), ARCH/units/ (unit gradients on noise),
 # ARCH/kernels/; tables/, report/index.html and summary.md.
 
-INTERP ?= interp
-OUT    ?= out/whitebox-cifar10
-DATA   ?= ../shared/data
-DEVICE ?= auto
-BUDGET ?= small
+OUT ?= out/whitebox-cifar10
+include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
-HAVE_CIFAR := $(wildcard $(DATA)/cifar10.npz)
 PULSES     := --dataset pulses --dataset-arg size=32 --classes square,gaussian
 
 ifeq ($(BUDGET),tiny)
@@ -51,18 +47,14 @@ else ifeq ($(BUDGET),small)
   IMAGES    := 0:16
   UNITS     := 0:16
   SAMPLES   := 6
-else ifeq ($(BUDGET),paper)
-  ifeq ($(HAVE_CIFAR),)
-    $(error BUDGET=paper needs $(DATA)/cifar10.npz (set DATA=folder))
-  endif
+else  # paper
+  $(NEED_CIFAR)
   DATASET   := --dataset cifar10 --classes plane,car
   DATA_NOTE := CIFAR-10 plane vs car ($(DATA)/cifar10.npz), 10000 training and 2000 test images
   EPOCHS    :=
   IMAGES    := 0:60
   UNITS     :=
   SAMPLES   := 16
-else
-  $(error BUDGET must be tiny, small or paper, not '$(BUDGET)')
 endif
 
 ARCHS := smp-conjdisj smp-directional positive-vgg smp-gumbel
@@ -74,14 +66,9 @@ UNIT_LAYER_smp-directional := features.conv2
 UNIT_LAYER_positive-vgg    := features.conv_out
 UNIT_LAYER_smp-gumbel      := features.conv2
 
-# $(call TABLE,FILE): keep a command's stderr (its tables) for summary.md; show it if the command fails
-TABLE = 2> $(1) || { cat $(1) >&2; exit 1; }
-# $(call SECTION,TITLE,FILE): one section of summary.md holding a command's output
-SECTION = printf '\n\#\# %s\n\n```\n' '$(1)'; cat $(2); printf '```\n';
-
 all: $(OUT)/report/index.html $(OUT)/summary.md
 
-$(OUT)/runs $(OUT)/tables $(ARCHS:%=$(OUT)/%):
+$(OUT)/runs $(ARCHS:%=$(OUT)/%):
 	mkdir -p $@
 
 # ---- the nets (each also writes ARCH.log.jsonl)
@@ -92,18 +79,18 @@ $(OUT)/runs/%.safetensors: | $(OUT)/runs
 # ---- test accuracy per arch
 
 $(OUT)/compare/compare.json: $(ARCHS:%=$(OUT)/runs/%.safetensors) | $(OUT)/tables
-	$(INTERP) compare $(OUT)/runs --metric test_acc --force -o $(@D) $(call TABLE,$(OUT)/tables/compare.txt)
+	INTERP_PROGRESS=0 $(INTERP) compare $(OUT)/runs --metric test_acc --force -o $(@D) $(call TABLE,$(OUT)/tables/compare.txt)
 
 # ---- input gradients of both class logits on the same test images
 
 $(OUT)/%/grad/grid.png: $(OUT)/runs/%.safetensors | $(OUT)/% $(OUT)/tables
-	$(INTERP) noise-grad $< --data-dir $(DATA) --indices $(IMAGES) --render percentile --device $(DEVICE) \
+	INTERP_PROGRESS=0 $(INTERP) noise-grad $< --data-dir $(DATA) --indices $(IMAGES) --render percentile --device $(DEVICE) \
 		--force -o $(@D) $(call TABLE,$(OUT)/tables/grad-$*.txt)
 
 # ---- gradients of units on Gaussian noise, with their mean
 
 $(OUT)/%/units/grid.png: $(OUT)/runs/%.safetensors | $(OUT)/% $(OUT)/tables
-	$(INTERP) noise-grad $< --layer $(UNIT_LAYER_$*) $(if $(UNITS),--units $(UNITS)) --samples $(SAMPLES) --average \
+	INTERP_PROGRESS=0 $(INTERP) noise-grad $< --layer $(UNIT_LAYER_$*) $(if $(UNITS),--units $(UNITS)) --samples $(SAMPLES) --average \
 		--device $(DEVICE) --force -o $(@D) $(call TABLE,$(OUT)/tables/units-$*.txt)
 
 # ---- first-layer kernels
@@ -111,21 +98,14 @@ $(OUT)/%/units/grid.png: $(OUT)/runs/%.safetensors | $(OUT)/% $(OUT)/tables
 $(OUT)/%/kernels/kernels.png: $(OUT)/runs/%.safetensors | $(OUT)/%
 	$(INTERP) kernels $< --columns 10 --device $(DEVICE) --force -o $(@D)
 
-# ---- the gallery and the key numbers
+# ---- the gallery and the key numbers (common.mk's targets)
 
+TITLE   := White-box nets, plane vs car
+NOTE    := Data: $(DATA_NOTE).
 OUTPUTS := $(OUT)/compare/compare.json $(ARCHS:%=$(OUT)/%/grad/grid.png) $(ARCHS:%=$(OUT)/%/units/grid.png) \
 	$(ARCHS:%=$(OUT)/%/kernels/kernels.png)
-
-$(OUT)/report/index.html: $(OUTPUTS)
-	$(INTERP) report $(OUT) --title 'White-box nets, plane vs car (BUDGET=$(BUDGET))' --force -o $(@D)
-
-$(OUT)/summary.md: $(OUTPUTS)
-	{ printf '# White-box nets, plane vs car (BUDGET=$(BUDGET))\n\nData: $(DATA_NOTE).\n'; \
-	  $(call SECTION,Test accuracy: interp compare,$(OUT)/tables/compare.txt) \
-	  printf '\n## Gradient alignment: interp noise-grad (means over units)\n\n```\n'; \
-	  $(foreach a,$(ARCHS),printf '%-16s ' $(a); cat $(OUT)/tables/grad-$(a).txt; \
-	    printf '%-16s ' $(a); cat $(OUT)/tables/units-$(a).txt;) \
-	  printf '```\n'; \
-	} > $@.tmp && mv $@.tmp $@
-
-.PHONY: all
+SUMMARY  = $(call SECTION,Test accuracy: interp compare,$(OUT)/tables/compare.txt) \
+	printf '\n\#\# Gradient alignment: interp noise-grad (means over units)\n\n```\n'; \
+	$(foreach a,$(ARCHS),printf '%-16s ' $(a); cat $(OUT)/tables/grad-$(a).txt; \
+	  printf '%-16s ' $(a); cat $(OUT)/tables/units-$(a).txt;) \
+	printf '```\n';

@@ -29,7 +29,7 @@ PKG = ROOT / "interpcli"
 MAX_LINES = 400
 # Heavy or optional libraries may be imported where they are used; the package's own modules never.
 LAZY_OK = {"matplotlib", "matplotlib.pyplot", "sklearn.datasets", "sklearn.model_selection", "skimage.segmentation",
-           "torchvision.datasets"}
+           "torchvision.datasets", "torchvision.models", "timm"}
 
 
 def _modules() -> dict[str, Path]:

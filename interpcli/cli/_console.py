@@ -2,11 +2,14 @@
 
 Nothing is wrapped or cut when a stream is a pipe or a file (logs, ``make``, ``nohup``, cluster
 jobs): the consoles then have no width limit.  Progress on stderr is a live rich bar on a
-terminal and a plain line every ~10 s elsewhere (:class:`Ticker`, :class:`JobProgress`).
+terminal and a plain line every ~10 s elsewhere (:class:`Ticker`, :class:`JobProgress`);
+``$INTERP_PROGRESS`` turns it off (``0``) or sets the seconds between plain lines
+(:func:`progress_interval`), without touching tables and logs (``--quiet`` silences those too).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +19,7 @@ from rich.console import Console, ConsoleDimensions
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..errors import ConfigError
 from ..metadata import dumps
 
 WIDE = 10_000  # the width of a console writing to a pipe or a file: in effect none (tables take what they need)
@@ -36,6 +40,26 @@ class _Console(Console):
 
 out = _Console(soft_wrap=True, highlight=False)
 err = _Console(stderr=True, highlight=False)
+
+
+def progress_interval() -> float | None:
+    """``$INTERP_PROGRESS``: None when progress is off (``0``, ``off``, ``no``, ``false``), else
+    the seconds between two plain progress lines (unset or empty: 10; ``on``, ``yes``, ``true``:
+    10; a positive number: that).  Tables, summaries and per-epoch lines are not progress: they
+    stay (``--quiet`` silences them too).  Anything else is a ConfigError."""
+    raw = os.environ.get("INTERP_PROGRESS", "").strip().lower()
+    if raw in ("", "on", "yes", "true"):
+        return PLAIN_INTERVAL
+    if raw in ("off", "no", "false"):
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(f"INTERP_PROGRESS must be 0 (no progress) or the seconds between progress lines; "
+                          f"got '{os.environ['INTERP_PROGRESS']}'")
+    return seconds or None
 
 
 def duration(seconds: float | None) -> str:
@@ -64,14 +88,18 @@ class Ticker:
 
 class JobProgress:
     """Progress of a long job on stderr, ``update(done, total, label)`` as it advances: a rich bar
-    with the time remaining on a terminal, a plain line every ~10 s in logs (``what: label
-    done/total unit  rate  ETA``), nothing when ``quiet``.  A context manager."""
+    with the time remaining on a terminal, a plain line every ``interval`` seconds in logs
+    (``what: label done/total unit  rate  ETA``; default :func:`progress_interval`, ~10 s),
+    nothing when ``quiet`` or ``$INTERP_PROGRESS`` is 0.  A context manager."""
 
     def __init__(self, what: str, unit: str = "", quiet: bool = False, live: bool | None = None,
-                 interval: float = PLAIN_INTERVAL):
+                 interval: float | None = None):
+        if interval is None:
+            interval = progress_interval()
+            quiet = quiet or interval is None
         self.what, self.unit, self.quiet = what, unit, quiet
         self.live = err.is_terminal if live is None else live
-        self.ticker = Ticker(interval)
+        self.ticker = Ticker(interval or 0.0)
         self.bar: Progress | None = None
         self.t0 = time.monotonic()
 
@@ -114,7 +142,11 @@ def print_paths(paths: list[Any]) -> None:
 
 
 def print_table(rows: Sequence[dict[str, str]], title: str = "") -> None:
-    """A table of string records on stderr (columns from the first record; nothing truncated)."""
+    """A table of string records on stderr (columns from the first record; nothing truncated).
+
+    The summary tables of the commands that write files go here, since their stdout lists the
+    files; ``INTERP_PROGRESS=0 interp CMD ... 2> table.txt`` keeps just the table (and any
+    warning)."""
     if not rows:
         return
     table = Table(title=title or None)

@@ -15,4 +15,5 @@ __all__ = ["CheckpointArg", "JsonOpt"]
 
 CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.safetensors) written by `interp train`.",
                                                show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of what it carries otherwise (a "
+                                        "table, or the files written).")]

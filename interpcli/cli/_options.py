@@ -28,7 +28,7 @@ from ._flags import CheckpointArg, JsonOpt  # declared there: `interp info` need
 __all__ = ["choice", "value", "parse_kv", "method_params", "input_spec", "ArchChoice", "DatasetChoice",
            "MethodChoice", "DeviceOpt", "JsonOpt", "QuietOpt", "DataDirOpt", "CheckpointArg", "ImagesArg", "DatasetOpt",
            "SplitOpt", "IndicesOpt", "NpzOpt", "PngOpt", "BatchSizeOpt", "FastOpt", "CompileOpt", "TF32Opt",
-           "SeedOpt", "ForceOpt"]
+           "SeedOpt", "ForceOpt", "ChunkOpt", "ShardOpt", "PngRowsOpt", "MergeOpt"]
 
 
 def choice(name: str, values: Iterable[str]) -> type[enum.Enum]:
@@ -57,7 +57,7 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
             raise ConfigError(f"{what} expects KEY=VALUE, got '{item}'")
         try:
             out[key.replace("-", "_")] = json.loads(val)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON (RecursionError: "[[[[..." nested too deep)
             out[key.replace("-", "_")] = val
     return out
 
@@ -108,7 +108,8 @@ def input_spec(images: list[Path] | None, npz: Path | None, dataset: str | None,
 
 # ---------------------------------------------------------------------------------------------- outputs
 
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors and warnings: no progress, "
+                                        "tables or logs (INTERP_PROGRESS=0: no progress only).")]
 PngOpt = Annotated[bool, typer.Option("--png/--no-png", help="Write PNG overlays (and grid.png).",
                                       rich_help_panel="Output")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of everything random (masks, noise, sampling).")]
@@ -136,3 +137,20 @@ TF32Opt = Annotated[bool, typer.Option(
     "(completeness identities then hold to ~1e-3 only); default full float32.", rich_help_panel=_PERF)]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="Also torch.compile the model (slow first call; pays off "
                                           "on many images).", rich_help_panel=_PERF)]
+
+# ---------------------------------------------------------------------------------------------- scale
+
+_SCALE = "Scale"
+ChunkOpt = Annotated[int, typer.Option(
+    "--chunk", min=1, help="Images per chunk: each is explained and written (one part of the output) before the "
+    "next is read, so memory does not grow with the number of images.", rich_help_panel=_SCALE)]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", help="I/N: explain only the I-th of N contiguous slices of the chunks (0-based) into a folder of its "
+    "own; join the N folders with --merge. Under torchrun every rank takes its slice itself.",
+    show_default=False, rich_help_panel=_SCALE)]
+PngRowsOpt = Annotated[int, typer.Option(
+    "--png-rows", min=0, help="Draw the PNGs (per row and grid.png) of the first N rows only.",
+    rich_help_panel="Output")]
+MergeOpt = Annotated[bool, typer.Option(
+    "--merge", help="The arguments are the output folders of the N --shard I/N runs of one command: check they "
+    "belong together and join them into --out (nothing is recomputed).", rich_help_panel=_SCALE)]

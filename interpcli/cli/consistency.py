@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import dist
 from ..errors import ConfigError
 from ..inputs import InputSpec
 from ..metrics.fidelity import METRICS, OUTPUTS, SUBSTRATES, FidelityConfig, parse_fractions
@@ -144,10 +145,12 @@ def consistency_cmd(
         raise ConfigError(f"--n-boot must be at least 1; got {n_boot}")
     cfg = ConsistencyConfig(fidelity=fid, pointing=pcfg, sanity=scfg, n_boot=n_boot, seed=seed, batch_size=batch_size,
                             fast=fast)
-    with JobProgress("consistency", quiet=quiet) as bar:
+    with JobProgress("consistency", quiet=quiet or not dist.is_main()) as bar:
         report, files = consistency_checkpoint(checkpoint, list(attributions or []), out_dir, cfg, dataset=dataset,
                                                data_dir=str(data_dir) if data_dir else None, device=device, png=png,
                                                force=force, progress=lambda d, n, what: bar.update(d, n, what))
+    if not dist.is_main():  # torchrun: rank 0 gathered the scores and wrote the folder
+        return
     if not quiet:
         _print_summary(report)
     if json_out:

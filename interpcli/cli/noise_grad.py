@@ -7,14 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import dist
 from ..kernel_viz import RENDERS
 from ..noisegrad import GRAD_MODES, REDUCES, NoiseGradConfig
-from ..ops.noise_grad import layer_listing, noise_grad_checkpoint
+from ..ops.noise_grad import Scale, layer_listing, merge_noise_grads, noise_grad_checkpoint
 from ._app import app
 from ._console import JobProgress, err, print_json, print_listing, print_paths
 from ._options import (
     BatchSizeOpt,
     CheckpointArg,
+    ChunkOpt,
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
@@ -22,11 +24,13 @@ from ._options import (
     ImagesArg,
     IndicesOpt,
     JsonOpt,
+    MergeOpt,
     NpzOpt,
     OutFolderOpt,
     PngOpt,
     QuietOpt,
     SeedOpt,
+    ShardOpt,
     SplitOpt,
     choice,
     input_spec,
@@ -74,6 +78,10 @@ def noise_grad_cmd(
     out_dir: OutFolderOpt = Path("noise-grad-out"),
     force: ForceOpt = False,
     png: PngOpt = True,
+    png_inputs: Annotated[int, typer.Option("--png-inputs", min=0, help="Draw the grid of the first N inputs only.", rich_help_panel="Output")] = 64,
+    chunk: ChunkOpt = 256,
+    shard: ShardOpt = None,
+    merge: MergeOpt = False,
     batch_size: BatchSizeOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -88,7 +96,10 @@ def noise_grad_cmd(
     std), then real images when given, so the same units show on data next to noise.
     Writes OUT/noise_grad.npz (raw gradients, inputs, unit values), OUT/scores.json
     (per unit: consistency and spread across noise samples, cosine alignment with the input)
-    and OUT/grid.png (rows = units, columns = samples).
+    and OUT/grid.png (rows = units, columns = samples).  Inputs are taken --chunk at a
+    time, each chunk one part of the NPZ (noise_grad-00001.npz, ...), the scores summed
+    over every input and the grid drawn for the first --png-inputs; --shard I/N, --merge
+    and torchrun as in `interp explain`.
 
     Example:
 
@@ -98,6 +109,10 @@ def noise_grad_cmd(
 
         interp noise-grad runs/smp.safetensors --layers
     """
+    if merge:  # CHECKPOINT and IMAGES are the shards' folders
+        print_paths(merge_noise_grads([checkpoint, *(images or [])], out_dir, force=force, png=png,
+                                      png_inputs=png_inputs))
+        return
     if layers:
         print_listing(layer_listing(checkpoint, device),
                       [("name", lambda r: r["name"]), ("type", lambda r: r["type"]),
@@ -113,15 +128,18 @@ def noise_grad_cmd(
         render=value(render), percentile=percentile, average=average, grad_mode=value(grad_mode),
         batch_rows=batch_size).check()
     spec = input_spec(files_given, npz, dataset, data_dir, split, indices) if real else None
-    with JobProgress("noise-grad", unit="inputs", quiet=quiet) as bar:
+    with JobProgress("noise-grad", unit="inputs", quiet=quiet or not dist.is_main()) as bar:
         result, files = noise_grad_checkpoint(checkpoint, out_dir, cfg, inputs=spec, device=device, png=png,
-                                              force=force, progress=lambda i, n: bar.update(i, n))
+                                              force=force, scale=Scale(chunk=chunk, shard=shard, png_rows=png_inputs),
+                                              progress=lambda i, n: bar.update(i, n))
+    if not dist.is_main():
+        return
     summary = result.scores()["summary"]
     if not quiet and not json_out:
-        err.print(f"{len(result.units)} units x {len(result.kinds)} inputs of {result.layer}: "
+        err.print(f"{len(result.units)} units x {result.n_inputs} inputs of {result.layer}: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None), markup=False)
     if json_out:
         print_json({"files": [str(f) for f in files], "layer": result.layer, "units": result.units,
-                    "inputs": len(result.kinds), "summary": summary})
+                    "inputs": result.n_inputs, "summary": summary})
     else:
         print_paths(files)

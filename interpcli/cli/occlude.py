@@ -6,19 +6,21 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import Progress
 
+from .. import dist
+from ..attributions import total_rows
 from ..augment import PRESETS
 from ..errors import ConfigError
 from ..occlusion import MASKS, SCORES, OccludeConfig
-from ..ops.occlude import occlude_checkpoint
+from ..ops.occlude import Scale, merge_occlusions, occlude_checkpoint
 from ..perturb import FILLS
 from ..subspace import DISTANCES
 from ._app import app
-from ._console import err, print_json, print_paths
+from ._console import JobProgress, print_json, print_paths
 from ._options import (
     BatchSizeOpt,
     CheckpointArg,
+    ChunkOpt,
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
@@ -27,11 +29,14 @@ from ._options import (
     ImagesArg,
     IndicesOpt,
     JsonOpt,
+    MergeOpt,
     NpzOpt,
     OutFolderOpt,
     PngOpt,
+    PngRowsOpt,
     QuietOpt,
     SeedOpt,
+    ShardOpt,
     SplitOpt,
     choice,
     input_spec,
@@ -104,6 +109,10 @@ def occlude_cmd(
     out_dir: OutFolderOpt = Path("occlude-out"),
     force: ForceOpt = False,
     png: PngOpt = True,
+    png_rows: PngRowsOpt = 64,
+    chunk: ChunkOpt = 256,
+    shard: ShardOpt = None,
+    merge: MergeOpt = False,
     batch_size: BatchSizeOpt = None,
     fast: FastOpt = True,
     seed: SeedOpt = 0,
@@ -118,13 +127,24 @@ def occlude_cmd(
     (features projected onto the generalized difference subspace of weak/strong
     augmentations of the image and of noise).  Writes OUT/attributions.npz (the map under
     the score's method name, `mask_scores`, the full configuration in meta) and PNG overlays.
+    As `interp explain`: --chunk images at a time (one part each), PNGs of the first
+    --png-rows rows, --shard I/N and --merge, torchrun.
 
     Example:
 
         interp occlude runs/r56.safetensors --indices 0:4 --score gds -o out/gds
 
         interp occlude runs/r56.safetensors cat.png --masks superpixels --score subspace --views 16 --k 4 -o out/cat
+
+        interp occlude --merge out/gds-s0 out/gds-s1 -o out/gds
     """
+    if merge:  # CHECKPOINT and IMAGES are the shards' folders
+        files = merge_occlusions([checkpoint, *(images or [])], out_dir, force=force, png=png, png_rows=png_rows)
+        if json_out:
+            print_json({"files": [str(f) for f in files], "n": total_rows(out_dir)})
+        else:
+            print_paths(files)
+        return
     cfg = OccludeConfig(
         masks=value(masks), window=window, stride=stride, fill=_fill(fill), n_masks=n_masks, s=grid, p=keep,
         n_segments=n_segments, segmentation=value(segmentation), mask_file=str(mask_file) if mask_file else None,
@@ -133,12 +153,15 @@ def occlude_cmd(
         gds_mode=value(gds_mode), gds_per_class=gds_per_class, extra_views=str(extra_views) if extra_views else None,
         grad_prune=grad_prune, seed=seed, batch_size=batch_size)
     cfg.check()
-    with Progress(console=err, transient=True, disable=quiet) as bar:
-        task = bar.add_task(f"occlude ({cfg.masks} x {cfg.score})", total=None)  # rows: images x targets
+    with JobProgress(f"occlude ({cfg.masks} x {cfg.score})", unit="images", quiet=quiet or not dist.is_main()) as bar:
         result, files = occlude_checkpoint(
             checkpoint, out_dir, cfg, inputs=input_spec(images, npz, dataset, data_dir, split, indices), target=target,
-            fast=fast, device=device, png=png, force=force, progress=lambda i, n: bar.update(task, completed=i, total=n))
+            fast=fast, device=device, png=png, force=force, scale=Scale(chunk=chunk, shard=shard, png_rows=png_rows),
+            progress=lambda i, n: bar.update(i, n))
+    if not dist.is_main():
+        return
     if json_out:
-        print_json({"files": [str(f) for f in files], "score": cfg.score, "masks": cfg.masks, "n": len(result)})
+        n = total_rows(out_dir) if files else len(result)
+        print_json({"files": [str(f) for f in files], "score": cfg.score, "masks": cfg.masks, "n": n})
     else:
         print_paths(files)

@@ -12,7 +12,7 @@ from ..ops.sparsify import SparsifyConfig, sparsify_checkpoint
 from ..sparse.path import PathConfig
 from ..sparse.solver import SolverConfig
 from ._app import Interrupted, app
-from ._console import JobProgress, err, print_json, print_paths
+from ._console import JobProgress, print_json, print_paths, print_table
 from ._options import (
     BatchSizeOpt,
     DataDirOpt,
@@ -67,7 +67,8 @@ def sparsify_cmd(
     OUT/sparse.safetensors (the model with that layer, standardisation folded in: every command
     loads it), OUT/path.json (per λ: non-zeros overall and per class, accuracy and loss on each
     split), OUT/path.png, OUT/features.json (per class the kept features and weights) and, with
-    --visualize, OUT/features/feature-NNNN.png.
+    --visualize, OUT/features/feature-NNNN.png.  stdout lists the files (--json: the files, the
+    selection and the dense layer); the chosen layer against the dense one, a table, goes to stderr.
 
     Example:
 
@@ -93,17 +94,25 @@ def sparsify_cmd(
                                                 progress=lambda d, n, what: bar.update(d, n, what))
     except KeyboardInterrupt:
         raise Interrupted("interrupted; the finished λ values are kept: rerun the same command with --resume") from None
-    p = result.points[result.chosen]
-    if not quiet and not json_out:
-        dense = result.dense
-        ref = f"; dense layer: test {100 * dense['test_acc']:.2f}%" if dense and dense.get("test_acc") is not None \
-            else ""
-        test = f", test {100 * p['test_acc']:.2f}%" if p["test_acc"] is not None else ""
-        err.print(f"chosen ({result.rule}): λ index {result.chosen}/{len(result.points) - 1}, "
-                  f"{p['features_per_class']:.1f} features per class ({p['features_used']} distinct), "
-                  f"validation {100 * p['val_acc']:.2f}%{test}{ref}", markup=False)
+    if not quiet:
+        print_table(_summary_rows(result), "the chosen sparse layer and the dense one (accuracy in %)")
     if json_out:
         print_json({"files": [str(f) for f in files], "selection": result.to_dict()["selection"],
                     "dense": result.dense})
     else:
         print_paths(files)
+
+
+def _summary_rows(result) -> list[dict[str, str]]:
+    """The table of ``interp sparsify``: the dense layer (none for --features) and the chosen one."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    def row(layer: str, index: str, r: dict) -> dict[str, str]:
+        return {"layer": layer, "λ index": index, "features per class": f"{r['features_per_class']:.1f}",
+                "distinct features": str(r["features_used"]), "val acc": pct(r.get("val_acc")),
+                "test acc": pct(r.get("test_acc"))}
+
+    rows = [row("dense", "-", result.dense)] if result.dense else []
+    return rows + [row(f"sparse ({result.rule})", f"{result.chosen}/{len(result.points) - 1}",
+                       result.points[result.chosen])]

@@ -15,7 +15,7 @@ from ..training import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
 from ..training.config import TRANSLATE_PADS
 from ..training.state import sidecar
 from ._app import Interrupted, app
-from ._console import PLAIN_INTERVAL, Ticker, duration, err, print_json, print_paths
+from ._console import Ticker, duration, err, print_json, print_paths, progress_interval
 from ._options import ArchChoice, DataDirOpt, DeviceOpt, ForceOpt, JsonOpt, QuietOpt, choice, parse_kv, value
 
 OptimizerChoice = choice("Optimizer", OPTIMIZERS)
@@ -27,12 +27,18 @@ PadChoice = choice("TranslatePad", TRANSLATE_PADS)
 class RichReporter:
     """Training progress on stderr and one line per epoch.  On a terminal a live rich bar (loss,
     accuracy, images/s); in logs (stderr a pipe or file: nohup, make, cluster jobs) a plain line
-    every ~10 s instead (epoch, step/steps, loss, acc, img/s, ETA of the epoch and of the run)."""
+    every ~10 s instead (epoch, step/steps, loss, acc, img/s, ETA of the epoch and of the run).
+    ``$INTERP_PROGRESS`` 0: neither, only the per-epoch lines (``interval``: default from it)."""
 
-    def __init__(self, quiet: bool, live: bool | None = None, interval: float = PLAIN_INTERVAL):
+    def __init__(self, quiet: bool, live: bool | None = None, interval: float | None = None):
         self.quiet = quiet
-        self.live = err.is_terminal if live is None else live
-        self.interval = interval
+        if interval is None:
+            interval = progress_interval()
+            self.steps_shown = interval is not None
+        else:
+            self.steps_shown = True
+        self.live = (err.is_terminal if live is None else live) and self.steps_shown
+        self.interval = interval or 0.0
         self.progress: Progress | None = None
         self._epoch, self._t0 = -1, time.monotonic()
 
@@ -65,7 +71,7 @@ class RichReporter:
                                                    loss=0.0, acc=0.0, ips=0.0)
         if self.progress is not None:
             self.progress.update(self.task, completed=i, loss=loss, acc=acc, ips=ips)
-        elif self.ticker.due():
+        elif self.steps_shown and self.ticker.due():
             per_step = (time.monotonic() - self._t0) / max(i, 1)
             left = (self.steps - i) * per_step
             run_left = left + (self.cfg.epochs - epoch - 1) * self.steps * per_step  # evaluation time not counted

@@ -26,7 +26,7 @@ from ..fastpath import fast_model_for_layer
 from ..inputs import as_targets
 from ..models import Classifier
 from ..models.bcos import is_bcos
-from ._common import auto_batch_size
+from ._common import auto_batch_size, cpu_forward_batch
 from .params import Param, check_params
 
 __all__ = ["MethodInfo", "register_method", "get_method", "list_methods", "attribute"]
@@ -119,8 +119,9 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
     compiles that copy with ``torch.compile``.  Other modules run as given.  On CUDA the method
     runs in full float32 (no TF32 in matmuls and convolutions) unless ``tf32``: TF32 is 2-3x
     faster on recent GPUs but moves attributions by ~1e-3 relative.  Without
-    ``batch_size``, CUDA runs pick one from the free memory (:func:`~._common.auto_batch_size`);
-    other devices use each method's default.
+    ``batch_size``, CUDA runs pick one from the free memory (:func:`~._common.auto_batch_size`),
+    perturbation methods on the CPU one whose layer outputs stay in the cache
+    (:func:`~._common.cpu_forward_batch`); otherwise each method's default.
     """
     info = get_method(method)
     params = info.check(params)
@@ -133,6 +134,8 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
         batch_size = auto_batch_size(model, x, per_item_factor=3.0 if info.uses_gradients else 1.0)
     run = _fast_model_for(model, info, kwargs, fast, compile) if (fast or compile) and isinstance(model, Classifier) \
         else model
+    if batch_size is None and x.device.type == "cpu" and info.kind == "perturbation":
+        batch_size = cpu_forward_batch(run, x)  # forward-bound: a batch whose layer outputs stay in the cache
     # Full float32 on CUDA unless ``tf32``: TF32 moves attributions by ~1e-3 (docs/fidelity.md).
     with contextlib.nullcontext() if tf32 else full_precision():
         out = info.fn(run, x, target, batch_size=batch_size, **kwargs)

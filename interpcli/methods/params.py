@@ -158,7 +158,7 @@ def _real(value: Any) -> float:
         raise ValueError
     try:
         v = float(value)  # numbers, numeric strings, numpy scalars, 0-d tensors
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError, OverflowError):  # OverflowError: an int of 400 digits
         raise ValueError from None
     if not math.isfinite(v):
         raise ValueError

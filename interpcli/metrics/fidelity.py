@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..models.features import capture_output, feature_module, reduce_features
 from ..perturb import MaskSet, encoder_mean, masked_scores
 
@@ -106,7 +106,8 @@ class FidelityConfig:
     def check(self) -> None:
         bad = [m for m in self.metrics if m not in METRICS]
         if bad or not self.metrics:
-            raise ConfigError(f"unknown metric {', '.join(bad) or '(none)'}; use {', '.join(METRICS)}")
+            hint = did_you_mean(bad[0], METRICS) if bad else ""
+            raise ConfigError(f"unknown metric {', '.join(bad) or '(none)'}{hint or ';'} use {', '.join(METRICS)}")
         for name in ("deletion_fill", "insertion_fill", "baseline"):
             v = getattr(self, name)
             if not (v in SUBSTRATES or (isinstance(v, (int, float)) and 0 <= v <= 1)):

@@ -3,6 +3,7 @@
 from . import (  # noqa: F401  (registration side effects)
     airbench,
     bcos,  # noqa: F401,E402
+    external,  # noqa: F401  (torchvision:NAME and timm:NAME, resolved on use)
     protopnet,  # noqa: F401,E402
     resnet_cifar,
     small_cnn,

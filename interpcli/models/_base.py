@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import ArtifactError, ConfigError
+from ..errors import ArtifactError, ConfigError, did_you_mean
 from ._registry import create_model, get_model_info
 
 __all__ = ["Classifier", "Normalize", "Identity", "BcosEncoding", "make_encoder", "resolve_layer", "first_layer"]
@@ -146,7 +146,8 @@ def resolve_layer(module: nn.Module, name: str) -> nn.Module:
                 cur = getattr(cur, part)
         except (AttributeError, IndexError):
             names = [n for n, _ in module.named_modules() if n]
-            raise ConfigError(f"layer '{name}' not found; some layers: {', '.join(names[:12])}") from None
+            raise ConfigError(f"layer '{name}' not found{did_you_mean(name, names) or ';'} some layers: "
+                              f"{', '.join(names[:12])}") from None
         if not isinstance(cur, nn.Module):
             raise ConfigError(f"'{name}' is not a layer")
     return cur

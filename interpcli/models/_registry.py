@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError, UnknownName
 
-__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info"]
+__all__ = ["ModelInfo", "register_model", "register_model_source", "create_model", "list_models", "get_model_info"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,8 @@ class ModelInfo:
     feature_pool: str = "flatten"
 
     def kwargs(self) -> dict[str, Any]:
-        """The factory's own keyword arguments and their defaults."""
+        """The factory's own keyword arguments and their defaults (a factory of another library's
+        models, ``**kwargs``, takes what that library takes: see :attr:`open_kwargs`)."""
         sig = inspect.signature(self.fn)
         return {
             k: p.default
@@ -67,8 +68,17 @@ class ModelInfo:
             if k not in ("num_classes", "input_shape") and p.default is not inspect.Parameter.empty
         }
 
+    @property
+    def open_kwargs(self) -> bool:
+        """Whether the factory takes any keyword (``**kwargs``: checked by the library it calls)."""
+        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(self.fn).parameters.values())
+
 
 _REGISTRY: dict[str, ModelInfo] = {}
+# ``PREFIX:NAME`` architectures of other libraries (torchvision, timm), resolved on first use:
+# not in list_models() (nor in the registry sweeps of the tests), but built, saved and rebuilt alike.
+_SOURCES: dict[str, Callable[[str], ModelInfo]] = {}
+_RESOLVED: dict[str, ModelInfo] = {}
 
 
 def register_model(
@@ -107,11 +117,23 @@ def list_models(family: str | None = None) -> list[str]:
     return sorted(n for n, i in _REGISTRY.items() if family is None or i.family == family)
 
 
+def register_model_source(prefix: str, resolve: Callable[[str], ModelInfo]) -> None:
+    """Resolve names ``PREFIX:NAME`` with ``resolve(NAME)`` (a :class:`ModelInfo` named
+    ``PREFIX:NAME``; an :class:`~interpcli.errors.InterpError` for a name the source lacks)."""
+    if prefix in _SOURCES:
+        raise ValueError(f"model source '{prefix}' registered twice")
+    _SOURCES[prefix] = resolve
+
+
 def get_model_info(name: str) -> ModelInfo:
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise UnknownName("arch", name, list(_REGISTRY)) from None
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in _SOURCES:
+        if name not in _RESOLVED:
+            _RESOLVED[name] = _SOURCES[prefix](rest)
+        return _RESOLVED[name]
+    raise UnknownName("arch", name, list(_REGISTRY))
 
 
 def create_model(name: str, num_classes: int, input_shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:
@@ -119,7 +141,7 @@ def create_model(name: str, num_classes: int, input_shape: tuple[int, int, int],
     info = get_model_info(name)
     known = info.kwargs()
     unknown = sorted(set(kwargs) - set(known))
-    if unknown:
+    if unknown and not info.open_kwargs:
         valid = ", ".join(sorted(known)) or "none"
         raise ConfigError(f"arch '{name}' has no option {', '.join(unknown)}; its options: {valid}")
     try:

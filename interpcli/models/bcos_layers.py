@@ -168,7 +168,7 @@ class _PatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, k: int, stride: int, padding: int) -> torch.Tensor:
-        sq = _box_sum(x.square().sum(1, keepdim=True), k, stride, padding)
+        sq = _box_sum(_wide(x).square().sum(1, keepdim=True), k, stride, padding)
         n = sq.add_(1e-6).sqrt_()
         ctx.save_for_backward(x, n)
         ctx.geom = (k, stride, padding)
@@ -183,17 +183,26 @@ class _PatchNorm(torch.autograd.Function):
         if k > 1 or stride > 1:
             t = torch.ops.aten.avg_pool2d_backward(t, x[:, :1], [k, k], [stride, stride], [padding, padding],
                                                    False, True, 1)
-        return x * t, None, None, None
+        return (x * t).to(x.dtype), None, None, None
 
 
 def patch_norm(x: torch.Tensor, k: int, stride: int = 1, padding: int = 0, fused: bool = True) -> torch.Tensor:
     """The norm of every k x k receptive-field patch of ``x`` (N, C, H, W) over all input channels
     (zero padding counts as zeros), ``sqrt(‖patch‖² + 1e-6)``, shape (N, 1, H', W').  The channel
     sum of squares (3-4x faster on the CPU than ``linalg.vector_norm`` over dim 1, a strided
-    reduction), then a k x k box sum; ``fused``: one autograd node (:class:`_PatchNorm`)."""
+    reduction), then a k x k box sum; ``fused``: one autograd node (:class:`_PatchNorm`).  Always
+    float32 or wider (bf16 / fp16 inputs under autocast are widened)."""
     if fused:
         return _PatchNorm.apply(x, k, stride, padding)
-    return (_box_sum(x.square().sum(1, keepdim=True), k, stride, padding) + 1e-6).sqrt()
+    return (_box_sum(_wide(x).square().sum(1, keepdim=True), k, stride, padding) + 1e-6).sqrt()
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is float16 / bfloat16 (under autocast): norms and variances are
+    kept in float32, their sums of squares lose too much in an 8-bit mantissa."""
+    if isinstance(x, torch.fx.Proxy):  # traced (DeepLIFT's rules): the dtype is not known, nothing to widen
+        return x
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _is_batched(t: torch.Tensor) -> bool:
@@ -271,7 +280,7 @@ class BcosLinear(Detachable):
         b = self.b.value()
         w = self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
         out = F.linear(x, chunk_major(w, self.max_out) if _fused(b) else w)
-        norm = x.norm(dim=1, keepdim=True) + 1e-12
+        norm = _wide(x).norm(dim=1, keepdim=True) + 1e-12
         return maxout_scale(out, norm, self.max_out, b, self.explain, chunked=_fused(b))
 
 
@@ -293,7 +302,7 @@ class BatchNormUncentered2d(Detachable):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            src = x.detach() if self.explain else x
+            src = _wide(x.detach() if self.explain else x)
             var = src.var(dim=(0, 2, 3), unbiased=False)
             with torch.no_grad():  # the biased batch variance, as B-cos v2's running_var update
                 self.running_var.mul_(1 - self.momentum).add_(var.detach(), alpha=self.momentum)
@@ -312,7 +321,7 @@ class PositionNormUncentered2d(Detachable):
         self.weight = nn.Parameter(torch.ones(c)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var = x.var(dim=1, keepdim=True, unbiased=False)
+        var = _wide(x).var(dim=1, keepdim=True, unbiased=False)
         y = x / ((var.detach() if self.explain else var) + self.eps).sqrt()
         return y * self.weight.view(1, -1, 1, 1) if self.weight is not None else y
 

@@ -7,7 +7,8 @@
 Three parts, any of them in one run, into one output folder:
 
 - **fidelity** of ``interp explain`` / ``interp occlude`` results (their ``attributions.npz``):
-  consistency, min-size, deletion, insertion (:mod:`interpcli.metrics.fidelity`);
+  consistency, min-size, deletion, insertion (:mod:`interpcli.metrics.fidelity`), read and
+  scored :data:`WINDOW` rows at a time (a result written in parts is never all in memory);
 - the **grid pointing game** of methods run here on mosaics of the checkpoint's test images
   (:mod:`interpcli.metrics.pointing`);
 - the **sanity check**, cascading model randomisation (:mod:`interpcli.metrics.sanity`).
@@ -20,15 +21,17 @@ is the fidelity part on a loaded model and :class:`~interpcli.attributions.Attri
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import artifacts
+from .. import artifacts, dist
+from ..attribution_store import RowReader
 from ..attributions import Attributions
 from ..data import checkpoint_dataset
 from ..device import model_device
@@ -48,6 +51,7 @@ __all__ = ["ConsistencyConfig", "PointingConfig", "SanityConfig", "ConsistencyRe
            "score_attributions", "consistency_checkpoint"]
 
 Progress = Callable[[int, int, str], None]
+WINDOW = 256  # rows scored at a time (a multiple of score_maps' chunk of 64: the same batches as all at once)
 
 
 @dataclasses.dataclass
@@ -147,9 +151,9 @@ def _check_maps(attr: Attributions, name: str) -> None:
             raise ConfigError(f"'{name}': the '{m}' maps hold NaN or infinite values")
 
 
-def _image_rows(attr: Attributions) -> list[dict[str, Any]]:
+def _image_rows(attr: Attributions, offset: int = 0) -> list[dict[str, Any]]:
     preds = attr.predictions.tolist()
-    return [{"row": i, "source": s, "label": int(l), "target": int(t), "prediction": int(p)}
+    return [{"row": offset + i, "source": s, "label": int(l), "target": int(t), "prediction": int(p)}
             for i, (s, l, t, p) in enumerate(zip(attr.sources, attr.labels.tolist(), attr.targets.tolist(), preds))]
 
 
@@ -168,12 +172,53 @@ def score_attributions(model, attr: Attributions, cfg: FidelityConfig | None = N
 
 # ---------------------------------------------------------------------------------------------- checkpoint
 
-def _load_attributions(paths: Sequence[str | os.PathLike], checkpoint: str | os.PathLike) -> Attributions:
-    names = [str(p) for p in paths]
-    results = [Attributions.load(p, checkpoint=checkpoint) for p in paths]
-    for r, name in zip(results, names):
-        _check_maps(r, name)
-    return merge_attributions(results, names)
+def _readers(paths: Sequence[str | os.PathLike], checkpoint: str | os.PathLike) -> list[RowReader]:
+    """A reader of every attribution file (one file or the parts of a chunked result), checked to
+    hold as many rows as the first."""
+    readers = [RowReader(p, checkpoint=checkpoint) for p in paths]
+    for r, p in zip(readers, paths):
+        if len(r) != len(readers[0]):
+            raise ConfigError(f"'{p}' holds {len(r)} rows but '{paths[0]}' {len(readers[0])}; explain the same "
+                              "images (same --indices / files) to compare methods")
+    return readers
+
+
+def _windows(readers: list[RowReader], names: list[str]) -> Iterator[tuple[int, Attributions]]:
+    """(first row, the rows of every file merged) for each window of :data:`WINDOW` rows that this
+    process scores (under torchrun: a contiguous share of the windows): the scores are computed a
+    window at a time, so memory does not grow with the number of rows."""
+    rank, world = dist.env_world()
+    for w in dist.shard_range(math.ceil(len(readers[0]) / WINDOW), rank, world):
+        start = w * WINDOW
+        parts = [r.rows(start, start + WINDOW) for r in readers]
+        for r, name in zip(parts, names):
+            _check_maps(r, name)
+        yield start, merge_attributions(parts, names)
+
+
+def _gathered(mine: list[Any]) -> list[Any] | None:
+    """This process's results of its windows joined with the other ranks' (in window order) on
+    rank 0; None on the other ranks."""
+    every = dist.gather(mine, dist.env_world()[1])
+    return None if every is None else [r for rank in every for r in rank]
+
+
+def _fidelity(model, readers: list[RowReader], names: list[str], cfg: ConsistencyConfig,
+              progress: Progress | None) -> tuple[FidelityResult, list[dict[str, Any]]] | None:
+    n = len(readers[0])
+    mine = []
+    for start, attr in _windows(readers, names):
+        step = (lambda d, _n, s=start: progress(s + d, n, "fidelity")) if progress else None
+        mine.append((score_attributions(model, attr, cfg.fidelity, fast=cfg.fast, progress=step),
+                     _image_rows(attr, start)))
+    every = _gathered(mine)
+    if every is None:
+        return None
+    results, rows = [r for r, _ in every], [row for _, rs in every for row in rs]
+    first = results[0]
+    cat = lambda by: {k: {m: np.concatenate([r_[k][m] for r_ in by]) for m in first.methods} for k in by[0]}
+    res = dataclasses.replace(first, scores=cat([r.scores for r in results]), curves=cat([r.curves for r in results]))
+    return res, long_rows(res.scores, rows)
 
 
 def _pointing(model, checkpoint, pcfg: PointingConfig, cfg: ConsistencyConfig, dataset: str | None,
@@ -216,6 +261,15 @@ def _sanity(model, scfg: SanityConfig, attr: Attributions | None, cfg: Consisten
                                    progress=progress)
 
 
+def _join_sanity(parts: list[SanityResult]) -> SanityResult:
+    """The results of consecutive windows of images as one (image axis joined)."""
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda key: {m: np.concatenate([getattr(p, key)[m] for p in parts], axis=1) for m in parts[0].methods}
+    return dataclasses.replace(parts[0], spearman_abs=cat("spearman_abs"), spearman_signed=cat("spearman_signed"),
+                               ssim=cat("ssim"), targets=np.concatenate([np.asarray(p.targets) for p in parts]))
+
+
 def _sanity_scores(res: SanityResult) -> dict[str, np.ndarray]:
     """Per method, each image's Spearman correlation (absolute maps) after randomising every layer."""
     return {m: np.asarray(c)[-1] for m, c in res.spearman_abs.items()}
@@ -240,26 +294,43 @@ def consistency_checkpoint(checkpoint: str | os.PathLike, attributions: Sequence
                           "--pointing-game or --sanity")
     if out is not None:
         artifacts.check_output_folder(out, force)
+    with dist.session(device) as (rank, _, dev):
+        report = _consistency(checkpoint, attributions, cfg, dataset, data_dir, str(dev), progress)
+        files = _write(report, out, png, force) if out is not None and rank == 0 else []
+    return report, files
+
+
+def _consistency(checkpoint, attributions, cfg: ConsistencyConfig, dataset: str | None, data_dir: str | None,
+                 device: str, progress: Progress | None) -> ConsistencyReport:
+    """The report on this process; under torchrun the ranks score shares of the files' windows and
+    rank 0 gathers them and runs the parts without files (pointing game, sanity on inputs) alone."""
+    rank = dist.env_world()[0]
     model = open_checkpoint(checkpoint, device, cfg.seed)
-    attr = _load_attributions(attributions, checkpoint) if attributions else None
+    names = [str(p) for p in attributions]
+    readers = _readers(attributions, checkpoint) if attributions else None
     report = ConsistencyReport(checkpoint=checkpoint_record(checkpoint, model))
     scores: dict[str, dict[str, np.ndarray]] = {}
-    if attr is not None and cfg.fidelity is not None:
+    if readers is not None and cfg.fidelity is not None:
         if cfg.batch_size and not cfg.fidelity.batch_size:
             cfg.fidelity.batch_size = cfg.batch_size
-        step = (lambda d, n: progress(d, n, "fidelity")) if progress else None
-        report.fidelity = score_attributions(model, attr, cfg.fidelity, fast=cfg.fast, progress=step)
-        report.rows = long_rows(report.fidelity.scores, _image_rows(attr))
-        scores.update(report.fidelity.scores)
+        fid = _fidelity(model, readers, names, cfg, progress)
+        if fid is not None:
+            report.fidelity, report.rows = fid
+            scores.update(report.fidelity.scores)
+    if cfg.sanity is not None and readers is not None:  # on the files' rows, a window at a time
+        parts = _gathered([_sanity(model, cfg.sanity, attr, cfg, progress) for _, attr in _windows(readers, names)])
+        report.sanity = _join_sanity(parts) if parts is not None else None
+    elif cfg.sanity is not None and rank == 0:
+        report.sanity = _sanity(model, cfg.sanity, None, cfg, progress)
+    if rank != 0:
+        return report
     if cfg.pointing is not None:
         report.pointing = _pointing(model, checkpoint, cfg.pointing, cfg, dataset, data_dir, progress)
         scores["pointing"] = {m: s.ravel() for m, s in report.pointing.scores.items()}
-    if cfg.sanity is not None:
-        report.sanity = _sanity(model, cfg.sanity, attr, cfg, progress)
+    if report.sanity is not None:
         scores["sanity-corr"] = _sanity_scores(report.sanity)
     report.summary = summarize_scores(scores, n_boot=cfg.n_boot, seed=cfg.seed)
-    files = _write(report, out, png, force) if out is not None else []
-    return report, files
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- output

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import dist
+from ..attribution_store import PNG_ROWS, merge_results
 from ..attributions import Attributions, check_output_folder
 from ..device import model_device
 from ..inputs import Inputs, InputSpec, resolve_targets
@@ -26,8 +28,9 @@ from ..models.bcos import contributions
 from ..perturb import make_baseline
 from ..viz import bcos_rgba
 from ._common import checkpoint_record, open_checkpoint
+from ._stream import Scale, Step, chunk_seed, run_key, stream
 
-__all__ = ["explain", "explain_checkpoint", "logits_of", "rows_independent"]
+__all__ = ["explain", "explain_checkpoint", "merge_explanations", "logits_of", "rows_independent", "Scale"]
 
 
 def logits_of(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -117,7 +120,7 @@ def explain_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | N
                        params: dict[str, dict[str, Any]] | None = None, batch_size: int | None = None,
                        fast: bool = True, compile: bool = False, tf32: bool = False, seed: int = 0,
                        device: str = "auto",
-                       png: bool = True, force: bool = False,
+                       png: bool = True, force: bool = False, scale: Scale | None = None,
                        progress: Callable[[int, int, str], None] | None = None,
                        ) -> tuple[Attributions, list[Path]]:
     """Explain the checkpoint's predictions on ``inputs`` (default: 8 test images of its dataset)
@@ -125,17 +128,50 @@ def explain_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | N
 
     Methods with a ``seed`` parameter get ``seed`` unless ``params`` set one; an existing
     non-empty ``out`` is refused (before any work) unless ``force``, which replaces it as a whole.
-    Returns the result (with the checkpoint's path, sha256 and arch recorded) and the files written."""
+
+    The images are explained ``scale.chunk`` at a time (default 256), each chunk written as one
+    part of ``out`` as soon as it is done (:mod:`interpcli.ops._stream`); ``scale.shard`` (``"I/N"``)
+    or torchrun's ranks take a contiguous share of the chunks.  A method whose random draws are
+    shaped by the batch (:func:`rows_independent` false) draws with ``seed`` in the first chunk and
+    a seed derived from it and the chunk's index in the others, whoever computes the chunk.
+    ``progress(images done, images, label)``.
+
+    Returns the result (with the checkpoint's path, sha256 and arch recorded) and the files
+    written.  With ``out``, the result holds the first chunk's rows only (the rest is on disk:
+    :meth:`Attributions.load`); without, every row of this process's share."""
     for m in methods:
         get_method(m)  # unknown names fail before the model is loaded
+    scale = (scale or Scale()).check()
     if out is not None:
         check_output_folder(out, force)
-    model = open_checkpoint(checkpoint, device, seed)
+    inputs = inputs or InputSpec()
     params = {m: dict((params or {}).get(m, {})) for m in methods}
     for m in methods:
         if "seed" in get_method(m).defaults:
             params[m].setdefault("seed", seed)
-    result = explain(model, (inputs or InputSpec()).load(model), methods, target, params, batch_size, fast=fast,
-                     compile=compile, tf32=tf32, progress=progress)
-    result.checkpoint = checkpoint_record(checkpoint, model)
-    return result, (result.save(out, png=png, force=force) if out is not None else [])
+    with dist.session(device) as (_, _, dev):
+        model = open_checkpoint(checkpoint, str(dev), seed)
+        record = checkpoint_record(checkpoint, model)
+        source = inputs.open(model)
+        per_chunk = {m for m in methods if not rows_independent(get_method(m), params[m])}
+
+        def compute(x: Inputs, c: int, step: Step | None) -> Attributions:
+            mine = {m: {**p, "seed": chunk_seed(p["seed"], c)} if m in per_chunk else p for m, p in params.items()}
+            report = (lambda d, n, m: step((methods.index(m) + d / max(n, 1)) / len(methods), m)) if step else None
+            res = explain(model, x, methods, target, mine, batch_size, fast=fast, compile=compile, tf32=tf32,
+                          progress=report)
+            res.params = {m: {**res.params[m], "seed": params[m]["seed"]} if m in per_chunk else res.params[m]
+                          for m in methods}
+            return res
+
+        key = run_key(checkpoint=record["sha256"], methods=list(methods), params=params, target=str(target),
+                      inputs=inputs.describe(), n=len(source), chunk=scale.chunk, kind="explain")
+        return stream(source, compute, out, scale, png=png, force=force, record=record, key=key, progress=progress)
+
+
+def merge_explanations(folders: Sequence[str | os.PathLike], out: str | os.PathLike, *, force: bool = False,
+                       png: bool = True, png_rows: int = PNG_ROWS) -> list[Path]:
+    """The single result of a ``--shard I/N`` run from its shards' output folders (any order;
+    checked to be every shard of one run once); written to ``out`` as a whole."""
+    check_output_folder(out, force)
+    return merge_results(folders, out, force=force, png=png, png_rows=png_rows)

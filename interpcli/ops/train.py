@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import artifacts
+from .. import artifacts, freshness
 from ..data import Dataset, DeviceLoader, load_dataset, train_val_split
 from ..data.loader import epoch_generator
 from ..device import autocast, configure_backends, prefers_channels_last, seed_everything
@@ -78,7 +78,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, resume: bool =
     reporter = reporter or Silent()
     if out is not None:
         if resume and not force and Path(out).is_file():
-            raise ConfigError(f"--resume: '{out}' exists, so its run has finished; pass --force to replace it")
+            freshness.refuse(out, f"--resume: '{out}' exists, so its run has finished; pass --force to replace it")
         artifacts.check_output_path(out, force=force)
     rank, world, dev = distributed.setup(device)
     try:

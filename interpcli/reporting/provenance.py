@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import artifacts
 from ..errors import InterpError
-from ..metadata import read_metadata
+from ..metadata import loads_strict, read_metadata
 from .html import Html, esc, figure, gallery, link, note, url
 
 __all__ = ["Context", "IMAGE_SUFFIXES", "DATA_SUFFIXES", "images_in", "npz_peek", "read_json", "command_text"]
@@ -55,7 +55,7 @@ def npz_peek(path: Path, keys: Sequence[str] = ()) -> tuple[dict[str, Any], dict
     try:
         with np.load(path, allow_pickle=False) as z:
             names = list(z.files)
-            meta = json.loads(str(z["meta"])) if "meta" in names else {}
+            meta = loads_strict(str(z["meta"])) if "meta" in names else {}
             return (meta if isinstance(meta, dict) else {}), {k: z[k] for k in keys if k in names}, names
     except Exception:  # a corrupt or foreign file: the section says what it could not read
         return {}, {}, []

@@ -95,6 +95,7 @@ def attributions_section(folder: Path, ctx: Context, slug: str) -> Section:
                                                    if not m.group(2).endswith(("_original", "bcos_rgb"))}))
     n = len(arrays["sources"]) if "sources" in arrays else 1 + max((int(m.group(1)) for m in row_files.values()),
                                                                    default=-1)
+    n = int((meta.get("part") or {}).get("rows") or n)  # a result in parts: attributions.npz holds the first rows
     sec = Section("occlude" if "mask_scores" in names else "explain", str(folder),
                   provenance=ctx.checkpoint(meta.get("checkpoint")))
     if not names:
@@ -116,7 +117,9 @@ def attributions_section(folder: Path, ctx: Context, slug: str) -> Section:
         sec.body += [_h3("Per image (rows) and method (columns)"), image_table(columns, rows)]
     if n > ctx.max_rows:
         sec.body.append(note(f"showing the first {ctx.max_rows} of {n} rows (--max-rows)"))
-    sec.body.append(ctx.others(folder, {npz.resolve(), grid.resolve(), *(p.resolve() for p in row_files)}, slug))
+    parts = {p.resolve() for p in folder.glob("attributions-*.npz")}
+    sec.body.append(ctx.others(folder, {npz.resolve(), grid.resolve(), *parts, *(p.resolve() for p in row_files)},
+                               slug))
     return sec
 
 

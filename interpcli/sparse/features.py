@@ -95,17 +95,22 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: in
 
 def extract_features(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
                      progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """The penultimate representation (N, d) float32 on the CPU of uint8 images (N, C, H, W)."""
+    """The penultimate representation (N, d) float32 on the CPU of uint8 images (N, C, H, W).
+
+    A batch at a time: only ``batch_size`` images are ever in float, and each batch's features
+    are written into the (N, d) result as they come (no list of batches joined at the end)."""
     phi = FeatureExtractor(model)
     dev = model_device(model)
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(images), batch_size):
-            out.append(phi(images[i : i + batch_size].to(dev).float() / 255).float().cpu())
-            if progress is not None:
-                progress(min(i + batch_size, len(images)), len(images))
-    d = out[0].shape[1] if out else 0
-    return torch.cat(out) if out else torch.zeros(0, d)
+    out: torch.Tensor | None = None
+    for i in range(0, len(images), batch_size):
+        with torch.inference_mode():
+            f = phi(images[i : i + batch_size].to(dev).float() / 255).float().cpu()
+        if out is None:  # an ordinary tensor (not an inference one): the caller may change it in place
+            out = torch.empty(len(images), f.shape[1])
+        out[i : i + len(f)] = f
+        if progress is not None:
+            progress(min(i + batch_size, len(images)), len(images))
+    return out if out is not None else torch.zeros(0, 0)
 
 
 def feature_cache_key(sha256: str, model: torch.nn.Module, ds: Dataset) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .. import artifacts
-from ..errors import ConfigError
+from ..errors import ArtifactError, ConfigError
 from .features import SPLITS, FeatureSet
 from .solver import (
     SolverConfig,
@@ -190,7 +190,13 @@ def run_path(fs: FeatureSet, cfg: PathConfig | None = None, *, device: torch.dev
         idx = flat.nonzero()[:, 0]
         weights.append((idx, flat[idx], sol.b.cpu()))
         if state_dir is not None:
-            _save_point(state_dir, i, sol.W, sol.b, points, key, sol.step, lams, lam_max)
+            try:
+                _save_point(state_dir, i, sol.W, sol.b, points, key, sol.step, lams, lam_max)
+            except OSError as e:  # a full disk: what was saved stays for --resume, an empty state goes
+                if i == 0:
+                    shutil.rmtree(state_dir, ignore_errors=True)
+                kept = f"; the path up to λ {i} is kept there (--resume continues)" if i > 0 else ""
+                raise ArtifactError(f"cannot save the path in '{state_dir}' ({e.strerror or e}){kept}") from None
         if progress is not None:
             val = f"  val {100 * rec['val_acc']:.1f}%" if rec["val_acc"] is not None else ""
             progress(i + 1, len(lams), f"λ {i + 1}/{len(lams)}  nnz {rec['nnz']} "
