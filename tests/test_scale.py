@@ -34,7 +34,8 @@ METHODS = ["-m", "grad", "-m", "smoothgrad", "-m", "rise", "-p", "rise.n_masks=6
 
 
 def _run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+    # one thread, as the torchrun ranks below: bit-for-bit comparisons need the same reductions
+    return CliRunner().invoke(app, [str(a) for a in args], env={"INTERP_THREADS": "1"})
 
 
 def _same(a: Attributions, b: Attributions, exact: bool = True) -> None:
