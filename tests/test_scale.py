@@ -293,3 +293,28 @@ def test_noise_grad_and_consistency_under_torchrun(digits_ckpt, tmp_path):
     assert (tmp_path / "c1" / "scores.csv").read_bytes() == (tmp_path / "c2" / "scores.csv").read_bytes()
     s1, s2 = (json.loads((tmp_path / c / "summary.json").read_text())["summary"] for c in ("c1", "c2"))
     assert s1 == s2
+
+
+@pytest.mark.slow
+def test_sparsify_under_torchrun_equals_one_process(digits_ckpt, tmp_path):
+    """The ranks share sparsify's feature extraction (whole batches each), rank 0 gathers the
+    features, fits the path and writes: the same path and the same sparse layer as one process."""
+    import shutil
+
+    from interpcli.artifacts import load_tensors
+
+    ckpt = tmp_path / "lenet.safetensors"
+    shutil.copy(digits_ckpt, ckpt)
+    args = ["sparsify", ckpt, "-k", "8", "--batch-size", "200", "--no-cache", "--device", "cpu", "-q"]
+    assert _run(*args, "-o", tmp_path / "one").exit_code == 0
+    r = _torchrun(*args, "-o", tmp_path / "ddp")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("sparse.safetensors") == 1  # rank 0 alone lists its files
+    one, ddp = (json.loads((tmp_path / d / "path.json").read_text()) for d in ("one", "ddp"))
+    def timeless(points):
+        return [{k: v for k, v in p.items() if k != "seconds"} for p in points]
+
+    assert timeless(one["points"]) == timeless(ddp["points"]) and one["selection"] == ddp["selection"]
+    a, b = (load_tensors(tmp_path / d / "sparse.safetensors")[0] for d in ("one", "ddp"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not list(tmp_path.glob("*.features-*"))  # --no-cache: no cache beside the checkpoint

@@ -94,6 +94,8 @@ def sparsify_cmd(
                                                 progress=lambda d, n, what: bar.update(d, n, what))
     except KeyboardInterrupt:
         raise Interrupted("interrupted; the finished λ values are kept: rerun the same command with --resume") from None
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     if not quiet:
         print_table(_summary_rows(result), "the chosen sparse layer and the dense one (accuracy in %)")
     if json_out:

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .. import artifacts
+from .. import artifacts, dist
 from ..device import resolve_device
 from ..errors import ConfigError
 from ..sparse.features import SPLITS, FeatureSet, checkpoint_features, load_feature_file
@@ -179,14 +179,15 @@ def sparsify_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.Path
                         cfg: SparsifyConfig | None = None, *, features: str | os.PathLike | None = None,
                         dataset: str | None = None, data_dir: str | None = None, device: str = "auto",
                         force: bool = False, resume: bool = False,
-                        progress: Progress | None = None) -> tuple[SparsifyResult, list[Path]]:
+                        progress: Progress | None = None) -> tuple[SparsifyResult | None, list[Path]]:
     """The sparse decision layer of ``checkpoint`` (its penultimate features, extracted once and
     cached), or of the ``features`` NPZ (then no checkpoint is written); files into ``out``.
 
     Bad input is refused before any work: a model without a Linear decision layer over its
     pooled features, alpha / epsilon out of range, a bad rule, an existing non-empty ``out``
     without ``force``.  An interrupted path is kept beside ``out`` (:func:`state_folder`) and
-    ``resume`` continues it after the last finished λ."""
+    ``resume`` continues it after the last finished λ.  Under torchrun the ranks share the
+    feature extraction; rank 0 fits the path and writes (the others return ``(None, [])``)."""
     cfg = cfg or SparsifyConfig()
     cfg.check()
     if (checkpoint is None) == (features is None):
@@ -201,10 +202,14 @@ def sparsify_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.Path
         files = _write(res, None, None, out, force)
         shutil.rmtree(state_dir, ignore_errors=True)
         return res, files
-    model = open_checkpoint(checkpoint, device, cfg.seed)
-    layer = decision_layer(model)
-    fs, ds = checkpoint_features(model, checkpoint, dataset=dataset, data_dir=data_dir, val_split=cfg.val_split,
-                                 seed=cfg.seed, batch_size=cfg.batch_size, cache=cfg.cache, progress=progress)
+    with dist.session(device) as (rank, _, dev):  # torchrun: the ranks share the feature extraction
+        model = open_checkpoint(checkpoint, str(dev), cfg.seed)
+        layer = decision_layer(model)
+        fs, ds = checkpoint_features(model, checkpoint, dataset=dataset, data_dir=data_dir,
+                                     val_split=cfg.val_split, seed=cfg.seed, batch_size=cfg.batch_size,
+                                     cache=cfg.cache, progress=progress if rank == 0 else None)
+    if rank != 0 or fs is None:  # under torchrun the path, the pictures and the files are rank 0's
+        return None, []
     probe = "test" if len(fs.x["test"]) else "train"
     check_affine(model, ds.split(probe)[0][:8], fs.x[probe][:8], layer)
     res = sparsify_features(fs, cfg, device=device, dense=layer_weights(layer), state_dir=state_dir, resume=resume,

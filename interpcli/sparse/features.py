@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import artifacts
+from .. import artifacts, dist
 from ..data import Dataset, checkpoint_dataset, train_val_split
 from ..device import model_device
 from ..errors import ArtifactError, ConfigError, InterpError
@@ -94,22 +94,39 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: in
 
 
 def extract_features(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
-                     progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                     progress: Callable[[int, int], None] | None = None) -> torch.Tensor | None:
     """The penultimate representation (N, d) float32 on the CPU of uint8 images (N, C, H, W).
 
     A batch at a time: only ``batch_size`` images are ever in float, and each batch's features
-    are written into the (N, d) result as they come (no list of batches joined at the end)."""
+    are written into the (N, d) result as they come (no list of batches joined at the end).
+    Under torchrun each rank extracts a contiguous share of the batches (:func:`dist.shard_range`)
+    and rank 0 gathers them (the same batches as one process: the same features, bit for bit at
+    the same thread count); the other ranks get None."""
+    rank, world = dist.env_world()
+    starts = list(range(0, len(images), batch_size))
+    mine = [starts[i] for i in dist.shard_range(len(starts), rank, world)]
     phi = FeatureExtractor(model)
     dev = model_device(model)
+    first = mine[0] if mine else 0
+    rows = sum(min(batch_size, len(images) - i) for i in mine)
     out: torch.Tensor | None = None
-    for i in range(0, len(images), batch_size):
+    for i in mine:
         with torch.inference_mode():
             f = phi(images[i : i + batch_size].to(dev).float() / 255).float().cpu()
         if out is None:  # an ordinary tensor (not an inference one): the caller may change it in place
-            out = torch.empty(len(images), f.shape[1])
-        out[i : i + len(f)] = f
+            out = torch.empty(rows, f.shape[1])
+        out[i - first : i - first + len(f)] = f
         if progress is not None:
             progress(min(i + batch_size, len(images)), len(images))
+    if world > 1:
+        parts = dist.gather((first, None if out is None else out.numpy()), world)
+        if parts is None:
+            return None
+        d = next((a.shape[1] for _, a in parts if a is not None), 0)
+        out = torch.empty(len(images), d)
+        for start, a in parts:
+            if a is not None:
+                out[start : start + len(a)] = torch.from_numpy(a)
     return out if out is not None else torch.zeros(0, 0)
 
 
@@ -151,9 +168,10 @@ def _write_cache(paths: list[Path], tensors: dict[str, torch.Tensor], meta: dict
 
 def checkpoint_features(model: torch.nn.Module, checkpoint: str | os.PathLike, *, dataset: str | None = None,
                         data_dir: str | None = None, val_split: float = 0.1, seed: int = 0, batch_size: int = 256,
-                        cache: bool = True, progress: Progress | None = None) -> tuple[FeatureSet, Dataset]:
+                        cache: bool = True, progress: Progress | None = None) -> tuple[FeatureSet | None, Dataset]:
     """The checkpoint's features on its dataset's train / val / test splits (see the module's
-    docstring), and that dataset (its test images are what the feature pictures show)."""
+    docstring), and that dataset (its test images are what the feature pictures show).  Under
+    torchrun the ranks share the extraction and only rank 0 gets the features (None elsewhere)."""
     meta = getattr(model, "meta", {})
     ds, name = checkpoint_dataset(meta, dataset, data_dir)
     if tuple(ds.input_shape) != tuple(model.input_shape) or ds.num_classes != model.num_classes:
@@ -171,6 +189,8 @@ def checkpoint_features(model: torch.nn.Module, checkpoint: str | os.PathLike, *
             x, _ = ds.split(s)
             step = (lambda d, n, s=s: progress(d, n, f"features ({s})")) if progress else None
             tensors[s] = extract_features(model, x, batch_size, step)
+        if tensors["train"] is None:  # a torchrun rank other than 0: its share is with rank 0
+            return None, ds
         where = _write_cache(paths, tensors, {"kind": "features", "checkpoint_sha256": sha, "key": key,
                                               "format_version": artifacts.CHECKPOINT_FORMAT_VERSION,
                                               "layer": model.classifier_layer, "pool": model.feature_pool,
