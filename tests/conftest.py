@@ -23,6 +23,18 @@ def shared_npz(name: str) -> Path:
     return p
 
 
+def one_line_error(r, *needles: str) -> str:
+    """A CliRunner result that is bad input: exit 2, nothing on stdout, no traceback, one
+    ``Error: ...`` line on stderr (containing every needle); returns that line."""
+    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
+    assert "Traceback" not in r.output and r.stdout == "", r.output
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def digits_ckpt(tmp_path_factory) -> Path:
     """A LeNet trained briefly on the embedded digits dataset (shared by read-only tests)."""

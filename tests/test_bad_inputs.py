@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from interpcli.cli import app
 
-from .conftest import ROOT
+from .conftest import ROOT, one_line_error
 
 EXPL = ["-m", "grad", "-q"]
 OCCL = ["--window", "4", "--stride", "4", "-q"]
@@ -101,14 +101,7 @@ def _tree(root: Path) -> list[tuple[str, int, int]]:
     return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
-def _one_line_error(r, *needles: str) -> str:
-    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
-    assert "Traceback" not in r.output and r.stdout == "", r.output
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+_one_line_error = one_line_error
 
 
 TRAIN = ["train", "-a", "lenet", "-e", "1", "-q"]

@@ -23,6 +23,8 @@ from interpcli.models.external import IMAGENET_MEAN, IMAGENET_STD, torchvision_n
 from interpcli.ops.import_model import import_model
 from interpcli.weights import classifier_outputs
 
+from .conftest import one_line_error
+
 torchvision = pytest.importorskip("torchvision")
 
 CLASSES = ["cat", "dog", "fox", "owl", "eel"]
@@ -32,14 +34,7 @@ def _run(*args: object):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def _one_error(r, *needles: str) -> str:
-    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
-    assert "Traceback" not in r.output and r.stdout == "", r.output
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+_one_error = one_line_error
 
 
 def _tree(root: Path) -> list[str]:

@@ -22,7 +22,7 @@ from interpcli.errors import ArtifactError
 from interpcli.metadata import META_MAX_BYTES, loads_strict
 from interpcli.models import Classifier
 
-from .conftest import ROOT
+from .conftest import ROOT, one_line_error
 
 
 class Payload:
@@ -39,14 +39,7 @@ def _run(*args: object):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def _one_error(r, *needles: str) -> str:
-    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
-    assert "Traceback" not in r.output and r.stdout == "", r.output
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+_one_error = one_line_error
 
 
 @pytest.fixture

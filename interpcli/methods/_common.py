@@ -12,24 +12,34 @@ from ..errors import ConfigError
 DEFAULT_BATCH = 64
 
 
-def activation_bytes_per_image(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of all leaf-module outputs for one image: one probe forward of ``x[:1]`` with hooks."""
-    total = [x[:1].numel() * x.element_size()]
+def _output_bytes(model: nn.Module, x: torch.Tensor) -> list[int]:
+    """Bytes of the input and of every leaf-module output for one image: one probe forward of
+    ``x[:1]`` with hooks."""
+    sizes = [x[:1].numel() * x.element_size()]
 
     def hook(_m, _i, out):
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if torch.is_tensor(t):
-                total[0] += t.numel() * t.element_size()
+                sizes.append(t.numel() * t.element_size())
 
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not any(True for _ in m.children())]
     try:
         with torch.inference_mode():
             model(x[:1])
     finally:
         for h in handles:
             h.remove()
-    return total[0]
+    return sizes
+
+
+def activation_bytes_per_image(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of all leaf-module outputs for one image (one probe forward of ``x[:1]``)."""
+    return sum(_output_bytes(model, x))
+
+
+def largest_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the largest leaf-module output for one image (one probe forward of ``x[:1]``)."""
+    return max(_output_bytes(model, x))
 
 
 def auto_batch_size(model: nn.Module, x: torch.Tensor, batch_size: int | None = None, *,
@@ -47,25 +57,6 @@ def auto_batch_size(model: nn.Module, x: torch.Tensor, batch_size: int | None = 
     free, _total = torch.cuda.mem_get_info(x.device)
     per_image = activation_bytes_per_image(model, x) * max(per_item_factor, 1.0)
     return fit_batch(free * memory_fraction, per_image, cap)
-
-
-def largest_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the largest leaf-module output for one image (one probe forward of ``x[:1]``)."""
-    largest = [x[:1].numel() * x.element_size()]
-
-    def hook(_m, _i, out):
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if torch.is_tensor(t):
-                largest[0] = max(largest[0], t.numel() * t.element_size())
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not any(True for _ in m.children())]
-    try:
-        with torch.inference_mode():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    return largest[0]
 
 
 CPU_CACHE_BUDGET = 4 << 20  # bytes of one layer's output per forward on the CPU (bench/explain.py)
