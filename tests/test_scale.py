@@ -318,3 +318,34 @@ def test_sparsify_under_torchrun_equals_one_process(digits_ckpt, tmp_path):
     a, b = (load_tensors(tmp_path / d / "sparse.safetensors")[0] for d in ("one", "ddp"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not list(tmp_path.glob("*.features-*"))  # --no-cache: no cache beside the checkpoint
+
+
+def test_consistency_shards_merge_to_the_single_run(digits_ckpt, tmp_path):
+    """--shard I/N scores a slice of the 256-row windows; --merge joins the rows in order and
+    computes the statistics over all of them: the same tables and summary as one run."""
+    assert _run("explain", digits_ckpt, *DIGITS, "--indices", "0:300", "-m", "grad", "--no-png",
+                "-o", tmp_path / "g").exit_code == 0
+    args = ["consistency", digits_ckpt, tmp_path / "g", "--metric", "deletion,min-size", "--step", "16",
+            "--n-boot", "50", "--device", "cpu", "-q", "--no-png"]
+    assert _run(*args, "-o", tmp_path / "one").exit_code == 0
+    for i in range(2):
+        r = _run(*args, "--shard", f"{i}/2", "-o", tmp_path / f"s{i}")
+        assert r.exit_code == 0, r.output
+    rows = [len((tmp_path / f"s{i}" / "scores.csv").read_text().splitlines()) for i in range(2)]
+    assert rows[0] > rows[1] > 1  # 256 and 44 images
+    r = _run("consistency", "--merge", tmp_path / "s1", tmp_path / "s0", "-o", tmp_path / "all", "-q", "--no-png")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "all" / "scores.csv").read_bytes() == (tmp_path / "one" / "scores.csv").read_bytes()
+    one, merged = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "all"))
+    assert merged["summary"] == one["summary"]
+    with np.load(tmp_path / "one" / "curves.npz") as a, np.load(tmp_path / "all" / "curves.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "meta")
+    r = _run("consistency", "--merge", tmp_path / "s0", "-o", tmp_path / "bad")
+    assert r.exit_code == 2 and "shards missing: 1/2" in r.output
+    r = _run("consistency", "--merge", tmp_path / "s0", tmp_path / "s0", "-o", tmp_path / "bad")
+    assert r.exit_code == 2 and "given twice" in r.output
+    r = _run(*args, "--shard", "2/2", "-o", tmp_path / "bad")
+    assert r.exit_code == 2 and "--shard expects I/N" in r.output
+    r = _run(*args, "--shard", "3/4", "-o", tmp_path / "bad")  # 2 windows, 4 slices: slice 3 is empty
+    assert r.exit_code == 2 and "has no rows" in r.output
+    assert not (tmp_path / "bad").exists()

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..inputs import InputSpec
 from ..metrics.fidelity import METRICS, OUTPUTS, SUBSTRATES, FidelityConfig, parse_fractions
 from ..metrics.report import summary_rows
-from ..ops.consistency import ConsistencyConfig, PointingConfig, SanityConfig, consistency_checkpoint
+from ..ops.consistency import ConsistencyConfig, PointingConfig, SanityConfig, consistency_checkpoint, merge_consistency
 from ._app import app
 from ._console import JobProgress, print_json, print_paths, print_table
 from ._options import (
@@ -24,6 +24,7 @@ from ._options import (
     FastOpt,
     ForceOpt,
     JsonOpt,
+    MergeOpt,
     OutFolderOpt,
     PngOpt,
     QuietOpt,
@@ -90,6 +91,8 @@ def consistency_cmd(
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples of the 95% interval of each mean.", rich_help_panel="Output")] = 10000,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: score only the I-th of N contiguous slices of the files' 256-row windows (fidelity metrics) into a folder of its own; join the N folders with --merge, which computes the statistics over all rows.", show_default=False, rich_help_panel="Scale")] = None,
+    merge: MergeOpt = False,
     out_dir: OutFolderOpt = Path("consistency-out"),
     force: ForceOpt = False,
     png: PngOpt = True,
@@ -117,7 +120,15 @@ def consistency_cmd(
         interp consistency runs/bcos.safetensors --pointing-game --methods bcos,gradcam,intgrad --grid 3 --n 250 -o out/pg
 
         interp consistency runs/r56.safetensors out/grad --metric deletion,insertion --step 16 --sanity -o out/s
+
+        interp consistency runs/r56.safetensors out/grad --shard 0/2 -o out/s0    # and 1/2 -o out/s1, then:
+
+        interp consistency --merge out/s0 out/s1 -o out/scores
     """
+    if merge:  # CHECKPOINT and ATTRIBUTIONS are the shards' folders
+        report, files = merge_consistency([checkpoint, *(attributions or [])], out_dir, png=png, force=force)
+        _report(report, files, quiet, json_out)
+        return
     metrics = _names(metric, "--metric")
     fid = FidelityConfig(metrics=tuple(metrics), fractions=parse_fractions(fractions), step=step,
                          deletion_fill=_substrate(deletion_fill, "--deletion-fill"),
@@ -144,13 +155,17 @@ def consistency_cmd(
     if n_boot < 1:
         raise ConfigError(f"--n-boot must be at least 1; got {n_boot}")
     cfg = ConsistencyConfig(fidelity=fid, pointing=pcfg, sanity=scfg, n_boot=n_boot, seed=seed, batch_size=batch_size,
-                            fast=fast)
+                            fast=fast, shard=dist.parse_shard(shard))
     with JobProgress("consistency", quiet=quiet or not dist.is_main()) as bar:
         report, files = consistency_checkpoint(checkpoint, list(attributions or []), out_dir, cfg, dataset=dataset,
                                                data_dir=str(data_dir) if data_dir else None, device=device, png=png,
                                                force=force, progress=lambda d, n, what: bar.update(d, n, what))
     if not dist.is_main():  # torchrun: rank 0 gathered the scores and wrote the folder
         return
+    _report(report, files, quiet, json_out)
+
+
+def _report(report, files, quiet: bool, json_out: bool) -> None:
     if not quiet:
         _print_summary(report)
     if json_out:

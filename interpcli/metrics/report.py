@@ -88,3 +88,23 @@ def summary_rows(report: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
                         "95% CI": f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]", "n": str(s["n"]),
                         "p vs best": "" if m == best or m not in p_vs_best else _fmt(p_vs_best[m])})
     return out
+
+
+def pointing_rows(res) -> list[dict[str, Any]]:
+    """Long rows of a pointing game (:class:`~interpcli.metrics.pointing.PointingResult`): one per mosaic cell."""
+    g = res.grid
+    return [{"mosaic": i, "cell": k, "row": k % g, "col": k // g, "index": int(res.blocks[i, k]),
+             "class": int(res.classes[i, k]), "method": m, "metric": "pointing", "value": float(s[i, k])}
+            for m, s in res.scores.items() for i in range(len(res.blocks)) for k in range(g * g)]
+
+
+def sanity_rows(res) -> list[dict[str, Any]]:
+    """Long rows of a sanity check (:class:`~interpcli.metrics.sanity.SanityResult`): one per step, image, metric."""
+    rows = []
+    names = ["original", *res.layers]
+    for m in res.spearman_abs:
+        for key in ("spearman_abs", "spearman_signed", "ssim"):
+            a = np.asarray(getattr(res, key)[m])
+            rows += [{"step": j, "layer": names[j], "image": i, "method": m, "metric": key, "value": float(a[j, i])}
+                     for j in range(a.shape[0]) for i in range(a.shape[1])]
+    return rows

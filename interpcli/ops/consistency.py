@@ -14,8 +14,8 @@ Three parts, any of them in one run, into one output folder:
 - the **sanity check**, cascading model randomisation (:mod:`interpcli.metrics.sanity`).
 
 Each part's per-item scores are summarised per method (mean, sd, median, bootstrap interval)
-with paired tests between methods (:mod:`interpcli.metrics.report`).  :func:`score_attributions`
-is the fidelity part on a loaded model and :class:`~interpcli.attributions.Attributions`.
+with paired tests between methods (:mod:`interpcli.metrics.report`).  ``--shard`` / ``--merge``:
+:mod:`._consistency_shards`.
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ from ..methods import get_method
 from ..metrics.fidelity import FidelityConfig, FidelityResult, score_maps
 from ..metrics.plots import curves_png, distributions_png, pointing_png, sanity_png
 from ..metrics.pointing import PointingResult, pointing_game
-from ..metrics.report import BETTER, csv_bytes, long_rows, summarize_scores
+from ..metrics.report import BETTER, csv_bytes, long_rows, pointing_rows, sanity_rows, summarize_scores
 from ..metrics.sanity import SanityResult, cascading_randomisation
 from ..models import Classifier
+from . import _consistency_shards as shards
 from ._common import checkpoint_record, open_checkpoint
 
 __all__ = ["ConsistencyConfig", "PointingConfig", "SanityConfig", "ConsistencyReport", "merge_attributions",
-           "score_attributions", "consistency_checkpoint"]
+           "score_attributions", "consistency_checkpoint", "merge_consistency"]
 
 Progress = Callable[[int, int, str], None]
 WINDOW = 256  # rows scored at a time (a multiple of score_maps' chunk of 64: the same batches as all at once)
@@ -91,6 +92,7 @@ class ConsistencyConfig:
     seed: int = 0
     batch_size: int | None = None
     fast: bool = True
+    shard: tuple[int, int] | None = None  # --shard I/N: the fidelity scores of slice I of N (_consistency_shards)
 
 
 @dataclasses.dataclass
@@ -102,6 +104,7 @@ class ConsistencyReport:
     pointing: PointingResult | None = None
     sanity: SanityResult | None = None
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    image_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one per image (fidelity)
     summary: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -159,9 +162,8 @@ def _image_rows(attr: Attributions, offset: int = 0) -> list[dict[str, Any]]:
 
 def score_attributions(model, attr: Attributions, cfg: FidelityConfig | None = None, *, fast: bool = True,
                        progress: Callable[[int, int], None] | None = None) -> FidelityResult:
-    """The fidelity metrics of every method of ``attr`` on ``model`` (eval mode); with ``fast`` an
-    interp model runs on the eval fast path (:mod:`interpcli.fastpath`: BatchNorm folded,
-    channels_last; scores change by float rounding only)."""
+    """The fidelity metrics of every method of ``attr`` on ``model`` (eval mode): the fidelity part on a
+    loaded model; with ``fast`` an interp model runs on the eval fast path (float rounding only)."""
     model.eval()
     dev = model_device(model)
     if fast and isinstance(model, Classifier):
@@ -183,11 +185,12 @@ def _readers(paths: Sequence[str | os.PathLike], checkpoint: str | os.PathLike) 
     return readers
 
 
-def _windows(readers: list[RowReader], names: list[str]) -> Iterator[tuple[int, Attributions]]:
+def _windows(readers: list[RowReader], names: list[str], shard: tuple[int, int] | None = None
+             ) -> Iterator[tuple[int, Attributions]]:
     """(first row, the rows of every file merged) for each window of :data:`WINDOW` rows that this
-    process scores (under torchrun: a contiguous share of the windows): the scores are computed a
-    window at a time, so memory does not grow with the number of rows."""
-    rank, world = dist.env_world()
+    process scores (under torchrun or ``shard``: a contiguous share of the windows): the scores are
+    computed a window at a time, so memory does not grow with the number of rows."""
+    rank, world = shard or dist.env_world()
     for w in dist.shard_range(math.ceil(len(readers[0]) / WINDOW), rank, world):
         start = w * WINDOW
         parts = [r.rows(start, start + WINDOW) for r in readers]
@@ -205,20 +208,24 @@ def _gathered(mine: list[Any]) -> list[Any] | None:
 
 def _fidelity(model, readers: list[RowReader], names: list[str], cfg: ConsistencyConfig,
               progress: Progress | None) -> tuple[FidelityResult, list[dict[str, Any]]] | None:
+    """The fidelity result of every row and the image rows (on rank 0; None on other ranks)."""
     n = len(readers[0])
     mine = []
-    for start, attr in _windows(readers, names):
+    for start, attr in _windows(readers, names, cfg.shard):
         step = (lambda d, _n, s=start: progress(s + d, n, "fidelity")) if progress else None
         mine.append((score_attributions(model, attr, cfg.fidelity, fast=cfg.fast, progress=step),
                      _image_rows(attr, start)))
     every = _gathered(mine)
     if every is None:
         return None
+    if not every:
+        raise ConfigError(f"--shard {cfg.shard[0]}/{cfg.shard[1]} has no rows: {n} rows make "
+                          f"{math.ceil(n / WINDOW)} windows of {WINDOW}; use fewer shards")
     results, rows = [r for r, _ in every], [row for _, rs in every for row in rs]
     first = results[0]
     cat = lambda by: {k: {m: np.concatenate([r_[k][m] for r_ in by]) for m in first.methods} for k in by[0]}
     res = dataclasses.replace(first, scores=cat([r.scores for r in results]), curves=cat([r.curves for r in results]))
-    return res, long_rows(res.scores, rows)
+    return res, rows
 
 
 def _pointing(model, checkpoint, pcfg: PointingConfig, cfg: ConsistencyConfig, dataset: str | None,
@@ -292,12 +299,32 @@ def consistency_checkpoint(checkpoint: str | os.PathLike, attributions: Sequence
     if not attributions and cfg.pointing is None and cfg.sanity is None:
         raise ConfigError("nothing to score: give attribution files (from interp explain / occlude), "
                           "--pointing-game or --sanity")
+    if cfg.shard and (cfg.pointing or cfg.sanity or not attributions or dist.env_world()[1] > 1):
+        raise ConfigError("--shard scores a slice of the attribution files' rows (fidelity metrics only): not "
+                          "with --pointing-game, --sanity or torchrun")
     if out is not None:
         artifacts.check_output_folder(out, force)
     with dist.session(device) as (rank, _, dev):
         report = _consistency(checkpoint, attributions, cfg, dataset, data_dir, str(dev), progress)
-        files = _write(report, out, png, force) if out is not None and rank == 0 else []
+        extra = None
+        if cfg.shard is not None and report.fidelity is not None:
+            key = shards.run_key(report.checkpoint, len(_readers(attributions, checkpoint)[0]),
+                                 [str(a) for a in attributions], cfg)
+            extra = shards.shard_arrays(report.fidelity, report.image_rows, cfg.shard, key, report.checkpoint,
+                                        cfg.n_boot, cfg.seed)
+        files = _write(report, out, png, force, extra) if out is not None and rank == 0 else []
     return report, files
+
+
+def merge_consistency(folders: Sequence[str | os.PathLike], out: str | os.PathLike, *, png: bool = True,
+                      force: bool = False) -> tuple[ConsistencyReport, list[Path]]:
+    """The report of all rows from the folders of the ``--shard I/N`` runs of one run (checked)."""
+    artifacts.check_output_folder(out, force)
+    res, image_rows, meta = shards.join_shards(list(folders))
+    report = ConsistencyReport(fidelity=res, rows=long_rows(res.scores, image_rows), image_rows=image_rows,
+                               checkpoint=meta["checkpoint"])
+    report.summary = summarize_scores(dict(res.scores), n_boot=meta["n_boot"], seed=meta["seed"])
+    return report, _write(report, out, png, force)
 
 
 def _consistency(checkpoint, attributions, cfg: ConsistencyConfig, dataset: str | None, data_dir: str | None,
@@ -315,7 +342,8 @@ def _consistency(checkpoint, attributions, cfg: ConsistencyConfig, dataset: str 
             cfg.fidelity.batch_size = cfg.batch_size
         fid = _fidelity(model, readers, names, cfg, progress)
         if fid is not None:
-            report.fidelity, report.rows = fid
+            report.fidelity, report.image_rows = fid
+            report.rows = long_rows(report.fidelity.scores, report.image_rows)
             scores.update(report.fidelity.scores)
     if cfg.sanity is not None and readers is not None:  # on the files' rows, a window at a time
         parts = _gathered([_sanity(model, cfg.sanity, attr, cfg, progress) for _, attr in _windows(readers, names)])
@@ -335,27 +363,12 @@ def _consistency(checkpoint, attributions, cfg: ConsistencyConfig, dataset: str 
 
 # ---------------------------------------------------------------------------------------------- output
 
-def _pointing_rows(res: PointingResult) -> list[dict[str, Any]]:
-    g = res.grid
-    return [{"mosaic": i, "cell": k, "row": k % g, "col": k // g, "index": int(res.blocks[i, k]),
-             "class": int(res.classes[i, k]), "method": m, "metric": "pointing", "value": float(s[i, k])}
-            for m, s in res.scores.items() for i in range(len(res.blocks)) for k in range(g * g)]
-
-
-def _sanity_rows(res: SanityResult) -> list[dict[str, Any]]:
-    rows = []
-    names = ["original", *res.layers]
-    for m in res.spearman_abs:
-        for key in ("spearman_abs", "spearman_signed", "ssim"):
-            a = np.asarray(getattr(res, key)[m])
-            rows += [{"step": j, "layer": names[j], "image": i, "method": m, "metric": key, "value": float(a[j, i])}
-                     for j in range(a.shape[0]) for i in range(a.shape[1])]
-    return rows
-
-
-def _write(report: ConsistencyReport, out: str | os.PathLike, png: bool, force: bool) -> list[Path]:
+def _write(report: ConsistencyReport, out: str | os.PathLike, png: bool, force: bool,
+           shard: tuple[dict, dict] | None = None) -> list[Path]:
     with artifacts.staged_folder(out, force) as tmp:
         names = [artifacts.save_json(tmp / "summary.json", report.to_dict())]
+        if shard is not None:
+            names.append(artifacts.save_npz(tmp / shards.SHARD_FILE, shard[1], **shard[0]))
         fid = report.fidelity
         if fid is not None:
             artifacts.write_bytes(tmp / "scores.csv", csv_bytes(report.rows))
@@ -372,13 +385,13 @@ def _write(report: ConsistencyReport, out: str | os.PathLike, png: bool, force: 
                 artifacts.write_bytes(tmp / "scores.png", distributions_png(fid.scores, BETTER))
                 names.append(tmp / "scores.png")
         if report.pointing is not None:
-            artifacts.write_bytes(tmp / "pointing.csv", csv_bytes(_pointing_rows(report.pointing)))
+            artifacts.write_bytes(tmp / "pointing.csv", csv_bytes(pointing_rows(report.pointing)))
             names.append(tmp / "pointing.csv")
             if png:
                 artifacts.write_bytes(tmp / "pointing.png", pointing_png(report.pointing.scores, report.pointing.grid))
                 names.append(tmp / "pointing.png")
         if report.sanity is not None:
-            artifacts.write_bytes(tmp / "sanity.csv", csv_bytes(_sanity_rows(report.sanity)))
+            artifacts.write_bytes(tmp / "sanity.csv", csv_bytes(sanity_rows(report.sanity)))
             names.append(tmp / "sanity.csv")
             if png:
                 artifacts.write_bytes(tmp / "sanity.png", sanity_png(report.sanity.layers, report.sanity.spearman_abs,
