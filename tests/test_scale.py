@@ -349,3 +349,37 @@ def test_consistency_shards_merge_to_the_single_run(digits_ckpt, tmp_path):
     r = _run(*args, "--shard", "3/4", "-o", tmp_path / "bad")  # 2 windows, 4 slices: slice 3 is empty
     assert r.exit_code == 2 and "has no rows" in r.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_sparsify_feature_shards_join_to_the_single_run(digits_ckpt, tmp_path):
+    """--shard I/N extracts the features of a slice of the batches and stops; --shards joins the
+    folders instead of extracting: the same path and sparse layer as one run."""
+    import shutil
+
+    from interpcli.artifacts import load_tensors
+
+    ckpt = tmp_path / "lenet.safetensors"
+    shutil.copy(digits_ckpt, ckpt)
+    args = ["sparsify", ckpt, "-k", "8", "--batch-size", "200", "--device", "cpu", "-q"]
+    assert _run(*args, "--no-cache", "-o", tmp_path / "one").exit_code == 0
+    for i in range(3):
+        r = _run(*args, "--shard", f"{i}/3", "-o", tmp_path / f"f{i}")
+        assert r.exit_code == 0, r.output
+        assert sorted(p.name for p in (tmp_path / f"f{i}").iterdir() if not p.name.startswith(".")) == [
+            "features-shard.npz"]
+    assert not list(tmp_path.glob("*.features-*"))  # a shard caches nothing
+    shards = [a for i in (2, 0, 1) for a in ("--shards", tmp_path / f"f{i}")]
+    r = _run(*args, "--no-cache", *shards, "-o", tmp_path / "all")
+    assert r.exit_code == 0, r.output
+    one, joined = (json.loads((tmp_path / d / "path.json").read_text()) for d in ("one", "all"))
+    timeless = lambda points: [{k: v for k, v in p.items() if k != "seconds"} for p in points]  # noqa: E731
+    assert timeless(one["points"]) == timeless(joined["points"]) and one["selection"] == joined["selection"]
+    a, b = (load_tensors(tmp_path / d / "sparse.safetensors")[0] for d in ("one", "all"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    r = _run(*args, "--no-cache", "--shards", tmp_path / "f0", "--shards", tmp_path / "f1", "-o", tmp_path / "bad")
+    assert r.exit_code == 2 and "feature shards missing: 2/3" in r.output
+    r = _run(*args, "--shard", "0/2", "--visualize", "2", "-o", tmp_path / "bad")
+    assert r.exit_code == 2 and "--shard extracts a slice" in r.output
+    r = _run(*args, "--batch-size", "100", *shards, "-o", tmp_path / "bad")
+    assert r.exit_code == 2 and "another checkpoint, dataset or --batch-size" in r.output
+    assert not (tmp_path / "bad").exists()

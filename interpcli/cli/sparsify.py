@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import dist
 from ..errors import ConfigError
 from ..ops.sparsify import SparsifyConfig, sparsify_checkpoint
 from ..sparse.path import PathConfig
@@ -49,6 +50,8 @@ def sparsify_cmd(
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Extract the features again and do not cache them.", rich_help_panel="Input")] = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: only extract the features of the I-th of N contiguous slices of the batches into OUT/features-shard.npz, and stop; join the N folders with --shards.", show_default=False, rich_help_panel="Scale")] = None,
+    shards: Annotated[Optional[list[Path]], typer.Option("--shards", help="The folders of the N --shard I/N runs: their features, joined, instead of extracting (repeatable).", show_default=False, rich_help_panel="Scale")] = None,
     out_dir: OutFolderOpt = Path("sparsify-out"),
     force: ForceOpt = False,
     batch_size: BatchSizeOpt = None,
@@ -77,12 +80,16 @@ def sparsify_cmd(
         interp sparsify --features sst-bert.npz --alpha 0.99 --select features-per-class:10 -o out/sst-sparse
 
         interp eval out/r20-sparse/sparse.safetensors
+
+        interp sparsify runs/r20.safetensors --shard 0/2 -o out/f0    # and 1/2 -o out/f1 elsewhere, then:
+
+        interp sparsify runs/r20.safetensors --shards out/f0 --shards out/f1 -o out/r20-sparse
     """
     cfg = SparsifyConfig(
         path=PathConfig(alpha=alpha, k=lambdas, epsilon=epsilon, group=group, dtype="float64" if double else "float32",
                         solver=SolverConfig(tol=tol, lookbehind=lookbehind, max_iter=max_iter)),
         select=select, val_split=val_split, seed=seed, visualize=visualize, lime=parse_kv(lime, "--lime"),
-        batch_size=batch_size or 256, cache=not no_cache)
+        batch_size=batch_size or 256, cache=not no_cache, shard=dist.parse_shard(shard))
     if checkpoint is not None and features is not None:
         raise ConfigError("give a checkpoint or --features, not both")
     cfg.check()
@@ -90,11 +97,15 @@ def sparsify_cmd(
         with JobProgress("sparsify", quiet=quiet) as bar:
             result, files = sparsify_checkpoint(checkpoint, out_dir, cfg, features=features, dataset=dataset,
                                                 data_dir=str(data_dir) if data_dir else None, device=device,
-                                                force=force, resume=resume,
+                                                force=force, resume=resume, shards=[str(p) for p in shards or []],
                                                 progress=lambda d, n, what: bar.update(d, n, what))
     except KeyboardInterrupt:
         raise Interrupted("interrupted; the finished λ values are kept: rerun the same command with --resume") from None
-    if result is None:  # a torchrun rank other than 0: rank 0 reports
+    if result is None:  # --shard (its features file), or a torchrun rank other than 0 (rank 0 reports)
+        if files and json_out:
+            print_json({"files": [str(f) for f in files]})
+        elif files:
+            print_paths(files)
         return
     if not quiet:
         print_table(_summary_rows(result), "the chosen sparse layer and the dense one (accuracy in %)")

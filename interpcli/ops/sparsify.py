@@ -31,7 +31,7 @@ import torch
 from .. import artifacts, dist
 from ..device import resolve_device
 from ..errors import ConfigError
-from ..sparse.features import SPLITS, FeatureSet, checkpoint_features, load_feature_file
+from ..sparse.features import SHARD_FILE, SPLITS, FeatureSet, checkpoint_features, load_feature_file
 from ..sparse.layer import check_affine, decision_layer, layer_weights, sparse_model, unfold_standardisation
 from ..sparse.path import PathConfig, PathResult, layer_record, run_path
 from ..sparse.select import SelectionError, parse_rule, select_point
@@ -59,6 +59,7 @@ class SparsifyConfig:
     lime: dict[str, Any] = dataclasses.field(default_factory=dict)
     batch_size: int = 256
     cache: bool = True
+    shard: tuple[int, int] | None = None  # --shard I/N: only the features of slice I of N (a feature shard)
 
     def check(self) -> None:
         self.path.check()
@@ -178,7 +179,7 @@ def sparsify_features(fs: FeatureSet, cfg: SparsifyConfig | None = None, *, devi
 def sparsify_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.PathLike,
                         cfg: SparsifyConfig | None = None, *, features: str | os.PathLike | None = None,
                         dataset: str | None = None, data_dir: str | None = None, device: str = "auto",
-                        force: bool = False, resume: bool = False,
+                        force: bool = False, resume: bool = False, shards: list[str | os.PathLike] | None = None,
                         progress: Progress | None = None) -> tuple[SparsifyResult | None, list[Path]]:
     """The sparse decision layer of ``checkpoint`` (its penultimate features, extracted once and
     cached), or of the ``features`` NPZ (then no checkpoint is written); files into ``out``.
@@ -187,14 +188,21 @@ def sparsify_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.Path
     pooled features, alpha / epsilon out of range, a bad rule, an existing non-empty ``out``
     without ``force``.  An interrupted path is kept beside ``out`` (:func:`state_folder`) and
     ``resume`` continues it after the last finished λ.  Under torchrun the ranks share the
-    feature extraction; rank 0 fits the path and writes (the others return ``(None, [])``)."""
+    feature extraction; rank 0 fits the path and writes (the others return ``(None, [])``).
+    ``cfg.shard``: only the features of that slice, into ``out`` (``(None, files)``); ``shards``:
+    such folders' features joined instead of extracting."""
     cfg = cfg or SparsifyConfig()
     cfg.check()
     if (checkpoint is None) == (features is None):
         raise ConfigError("give a checkpoint or --features FEATS.npz (one of them)")
     if features is not None and cfg.visualize:
         raise ConfigError("--visualize needs a checkpoint (the pictures are of its test images); not with --features")
+    if cfg.shard is not None and (features is not None or cfg.visualize or resume or shards or dist.env_world()[1] > 1):
+        raise ConfigError("--shard extracts a slice of the checkpoint's features and stops: not with --features, "
+                          "--visualize, --resume, --shards or torchrun")
     artifacts.check_output_folder(out, force)
+    if cfg.shard is not None:
+        return None, _feature_shard(checkpoint, out, cfg, dataset, data_dir, device, force, progress)
     state_dir = state_folder(out)
     if checkpoint is None:
         fs = load_feature_file(features, cfg.val_split, cfg.seed)
@@ -207,7 +215,7 @@ def sparsify_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.Path
         layer = decision_layer(model)
         fs, ds = checkpoint_features(model, checkpoint, dataset=dataset, data_dir=data_dir,
                                      val_split=cfg.val_split, seed=cfg.seed, batch_size=cfg.batch_size,
-                                     cache=cfg.cache, progress=progress if rank == 0 else None)
+                                     cache=cfg.cache, progress=progress if rank == 0 else None, shards=shards)
     if rank != 0 or fs is None:  # under torchrun the path, the pictures and the files are rank 0's
         return None, []
     probe = "test" if len(fs.x["test"]) else "train"
@@ -220,6 +228,17 @@ def sparsify_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.Path
     files = _write(res, sparse, pictures, out, force)
     shutil.rmtree(state_dir, ignore_errors=True)
     return res, files
+
+
+def _feature_shard(checkpoint, out, cfg: SparsifyConfig, dataset, data_dir, device, force, progress) -> list[Path]:
+    """``--shard I/N``: the raw features of slice I of N of the splits' batches, into ``out``."""
+    model = open_checkpoint(checkpoint, device, cfg.seed)
+    decision_layer(model)  # refused before any work when there is no decision layer to refit
+    (arrays, meta), _ = checkpoint_features(model, checkpoint, dataset=dataset, data_dir=data_dir,
+                                            batch_size=cfg.batch_size, progress=progress, shard=cfg.shard)
+    with artifacts.staged_folder(out, force) as tmp:
+        artifacts.save_npz(tmp / SHARD_FILE, meta, **arrays)
+    return [Path(out) / SHARD_FILE]
 
 
 def _montages(model, res: SparsifyResult, features: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,

@@ -94,15 +94,17 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: in
 
 
 def extract_features(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
-                     progress: Callable[[int, int], None] | None = None) -> torch.Tensor | None:
+                     progress: Callable[[int, int], None] | None = None,
+                     shard: tuple[int, int] | None = None) -> torch.Tensor | None:
     """The penultimate representation (N, d) float32 on the CPU of uint8 images (N, C, H, W).
 
     A batch at a time: only ``batch_size`` images are ever in float, and each batch's features
     are written into the (N, d) result as they come (no list of batches joined at the end).
     Under torchrun each rank extracts a contiguous share of the batches (:func:`dist.shard_range`)
     and rank 0 gathers them (the same batches as one process: the same features, bit for bit at
-    the same thread count); the other ranks get None."""
-    rank, world = dist.env_world()
+    the same thread count); the other ranks get None.  ``shard=(I, N)``: only the batches of slice I
+    of N, for this process alone (the rows from :func:`shard_start` on)."""
+    rank, world = shard or dist.env_world()
     starts = list(range(0, len(images), batch_size))
     mine = [starts[i] for i in dist.shard_range(len(starts), rank, world)]
     phi = FeatureExtractor(model)
@@ -118,7 +120,7 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, batch_size: i
         out[i - first : i - first + len(f)] = f
         if progress is not None:
             progress(min(i + batch_size, len(images)), len(images))
-    if world > 1:
+    if world > 1 and shard is None:
         parts = dist.gather((first, None if out is None else out.numpy()), world)
         if parts is None:
             return None
@@ -128,6 +130,12 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, batch_size: i
             if a is not None:
                 out[start : start + len(a)] = torch.from_numpy(a)
     return out if out is not None else torch.zeros(0, 0)
+
+
+def shard_start(n: int, batch_size: int, shard: tuple[int, int]) -> int:
+    """The first row of slice ``shard`` of ``n`` rows in batches of ``batch_size``."""
+    batches = dist.shard_range(-(-n // batch_size), *shard)
+    return min(n, batches.start * batch_size)
 
 
 def feature_cache_key(sha256: str, model: torch.nn.Module, ds: Dataset) -> str:
@@ -168,10 +176,14 @@ def _write_cache(paths: list[Path], tensors: dict[str, torch.Tensor], meta: dict
 
 def checkpoint_features(model: torch.nn.Module, checkpoint: str | os.PathLike, *, dataset: str | None = None,
                         data_dir: str | None = None, val_split: float = 0.1, seed: int = 0, batch_size: int = 256,
-                        cache: bool = True, progress: Progress | None = None) -> tuple[FeatureSet | None, Dataset]:
+                        cache: bool = True, progress: Progress | None = None, shard: tuple[int, int] | None = None,
+                        shards: list[str | os.PathLike] | None = None) -> tuple[FeatureSet | dict | None, Dataset]:
     """The checkpoint's features on its dataset's train / val / test splits (see the module's
     docstring), and that dataset (its test images are what the feature pictures show).  Under
-    torchrun the ranks share the extraction and only rank 0 gets the features (None elsewhere)."""
+    torchrun the ranks share the extraction and only rank 0 gets the features (None elsewhere).
+    ``shard=(I, N)``: the raw features of slice I of N of every split's batches, as the arrays
+    and metadata of a feature shard (:func:`write_shard`); ``shards``: the shard folders of such
+    runs, joined instead of extracting (a cache hit still wins)."""
     meta = getattr(model, "meta", {})
     ds, name = checkpoint_dataset(meta, dataset, data_dir)
     if tuple(ds.input_shape) != tuple(model.input_shape) or ds.num_classes != model.num_classes:
@@ -180,12 +192,23 @@ def checkpoint_features(model: torch.nn.Module, checkpoint: str | os.PathLike, *
     sha = artifacts.sha256_file(checkpoint)
     key = feature_cache_key(sha, model, ds)
     paths = _cache_paths(Path(checkpoint), key)
+    if shard is not None:  # this slice's raw features, nothing cached
+        arrays = {}
+        for s in ("train", "test"):
+            x, _ = ds.split(s)
+            step = (lambda d, n, s=s: progress(d, n, f"features ({s})")) if progress else None
+            arrays[s] = extract_features(model, x, batch_size, step, shard=shard).numpy()
+            arrays[f"{s}_start"] = np.asarray(shard_start(len(x), batch_size, shard))
+        return (arrays, {"kind": "feature-shard", "key": f"{key}-{batch_size}", "index": shard[0], "count": shard[1],
+                         "n_train": len(ds.y_train), "n_test": len(ds.y_test)}), ds
     found = _read_cache(paths, ds) if cache else None
     if found is not None:
         tensors, where = found
     else:
         tensors = {"y_train": ds.y_train, "y_test": ds.y_test}
-        for s in ("train", "test"):
+        if shards:
+            tensors |= join_shards(shards, f"{key}-{batch_size}", len(ds.y_train), len(ds.y_test))
+        for s in ("train", "test") if not shards else ():
             x, _ = ds.split(s)
             step = (lambda d, n, s=s: progress(d, n, f"features ({s})")) if progress else None
             tensors[s] = extract_features(model, x, batch_size, step)
@@ -211,6 +234,43 @@ def checkpoint_features(model: torch.nn.Module, checkpoint: str | os.PathLike, *
                     {"kind": "checkpoint", "dataset": name, "cache": str(where) if where else None,
                      "layer": model.classifier_layer, "pool": model.feature_pool})
     return fs, ds
+
+
+SHARD_FILE = "features-shard.npz"
+
+
+def join_shards(folders: list[str | os.PathLike], key: str, n_train: int, n_test: int) -> dict[str, torch.Tensor]:
+    """The train and test features of every ``--shard I/N`` folder of this checkpoint, dataset and
+    batch size (``key``), each slice once and all of them, in row order."""
+    found: dict[int, dict[str, np.ndarray]] = {}
+    count = None
+    for f in folders:
+        path = Path(f) / SHARD_FILE
+        if not path.is_file():
+            raise ConfigError(f"'{f}' is not the output of `interp sparsify --shard I/N` (no {SHARD_FILE})")
+        arrays, meta = artifacts.load_npz(path)
+        if meta.get("kind") != "feature-shard" or meta.get("key") != key:
+            raise ConfigError(f"'{f}' holds features of another checkpoint, dataset or --batch-size")
+        if count is not None and meta["count"] != count:
+            raise ConfigError(f"'{f}' is a slice of {meta['count']}, the others of {count}")
+        count = meta["count"]
+        if meta["index"] in found:
+            raise ConfigError(f"feature shard {meta['index']}/{count} is given twice ('{f}')")
+        found[meta["index"]] = arrays
+    missing = [i for i in range(count or 0) if i not in found]
+    if missing:
+        raise ConfigError(f"feature shards missing: {', '.join(f'{i}/{count}' for i in missing)}")
+    out = {}
+    for s, n in (("train", n_train), ("test", n_test)):
+        parts = [found[i] for i in range(count or 0)]
+        d = next((a[s].shape[1] for a in parts if a[s].ndim == 2 and len(a[s])), 0)
+        x = torch.empty(n, d)
+        for a in parts:
+            if len(a[s]):
+                start = int(a[f"{s}_start"])
+                x[start : start + len(a[s])] = torch.from_numpy(a[s])
+        out[s] = x
+    return out
 
 
 def _split_names(split: np.ndarray, path: str) -> np.ndarray:
