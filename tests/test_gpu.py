@@ -84,3 +84,31 @@ def test_training_on_cuda_uses_channels_last_and_bf16(tmp_path):
     x = torch.rand(2, *model.input_shape, device="cuda")
     cpu = load_model(tmp_path / "m.safetensors", device="cpu")
     torch.testing.assert_close(model(x).cpu(), cpu(x.cpu()), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_explain_under_torchrun_on_nccl_equals_one_gpu_process(tmp_path):
+    """Two ranks on two GPUs (nccl): the merged result equals one process's on one GPU."""
+    import os
+    import subprocess
+    import sys
+
+    from interpcli import TrainConfig, train
+    from interpcli.attributions import Attributions
+
+    from .conftest import ROOT
+
+    ckpt = tmp_path / "m.safetensors"
+    train(TrainConfig(arch="lenet", dataset="digits", epochs=1, seed=0), out=ckpt, device="cpu")
+    common = ["explain", str(ckpt), "--dataset", "digits", "--indices", "0:40", "-m", "grad", "--chunk", "8",
+              "--device", "cuda", "-q", "--no-png"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), INTERP_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "interpcli", *common, "-o", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "interpcli", *common, "-o", str(tmp_path / "ddp")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    a, b = Attributions.load(tmp_path / "one"), Attributions.load(tmp_path / "ddp")
+    torch.testing.assert_close(a.maps["grad"], b.maps["grad"], rtol=1e-5, atol=1e-6)
