@@ -106,7 +106,7 @@ class _Recorder:
         return any(p == s or p.startswith(s + os.sep) for s in self.skip) or self._ours(p)
 
     def _ours(self, p: str) -> bool:
-        """An output, anything in it, or one of its temporary files or folders (``.NAME.XXXX``)."""
+        """An output, anything in it, or one of its temporary files or folders (``.NAME.<random>``)."""
         for out in self.outputs:
             parent, name = os.path.split(out)
             if p == out or p.startswith((out + os.sep, os.path.join(parent, f".{name}."))):

@@ -11,7 +11,6 @@ that :func:`merge_columns` can add the shards' sums; under torchrun the ranks ad
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..alignment import AlignmentSums
 from ..attribution_store import order_shards
 from ..errors import ArtifactError, ConfigError
 from ..noisegrad import NPZ_NAME, NoiseGrad
-from ._stream import Scale
+from ._stream import Scale, my_chunks
 
 __all__ = ["stream_columns", "merge_columns", "load_columns", "part_path", "SUMS_NAME"]
 
@@ -78,14 +77,7 @@ def stream_columns(compute: Callable[[int, int, Callable[[int, int], None] | Non
     part of ``out`` (see the module doc); returns the first chunk's result (with the sums of all
     columns) and the files written (none on ranks > 0)."""
     chunk = scale.chunk
-    rank, world = dist.env_world()
-    shard = dist.parse_shard(scale.shard)
-    index, count = shard if shard is not None else (rank, world)
-    n_chunks = math.ceil(total / chunk)
-    mine = dist.shard_range(n_chunks, index, count)
-    if shard is not None and not mine:
-        raise ConfigError(f"--shard {index}/{count} gets no inputs: {total} inputs make {n_chunks} chunk(s) of "
-                          f"--chunk {chunk}; use at most {n_chunks} shards or a smaller --chunk")
+    rank, world, shard, (index, count), mine = my_chunks(total, scale, "inputs")
     together = world > 1 and shard is None  # torchrun: one folder, global part numbers
     base = 0 if together else mine.start
     todo = sum(min(total, (c + 1) * chunk) - c * chunk for c in mine)

@@ -89,6 +89,21 @@ def _chunks(source: InputSource, compute: Callable[[Inputs, int, Step | None], A
         yield c, b - a, res
 
 
+def my_chunks(n: int, scale: Scale, what: str) -> tuple[int, int, tuple[int, int] | None, tuple[int, int], range]:
+    """(rank, world, the ``--shard`` or None, (slice, slices), this process's chunks) of ``n``
+    ``what`` in chunks of ``scale.chunk``: the ``--shard`` slice, else the torchrun rank's; a
+    ``--shard`` that gets no chunk is refused."""
+    rank, world = dist.env_world()
+    shard = dist.parse_shard(scale.shard)
+    index, count = shard if shard is not None else (rank, world)
+    n_chunks = math.ceil(n / scale.chunk)
+    mine = dist.shard_range(n_chunks, index, count)
+    if shard is not None and not mine:
+        raise ConfigError(f"--shard {index}/{count} gets no {what}: {n} {what} make {n_chunks} chunk(s) of "
+                          f"--chunk {scale.chunk}; use at most {n_chunks} shards or a smaller --chunk")
+    return rank, world, shard, (index, count), mine
+
+
 def stream(source: InputSource, compute: Callable[[Inputs, int, Step | None], Attributions],
            out: str | os.PathLike | None, scale: Scale, *, png: bool = True, force: bool = False,
            record: dict[str, Any] | None = None, key: str = "",
@@ -100,14 +115,7 @@ def stream(source: InputSource, compute: Callable[[Inputs, int, Step | None], At
     ``record``: the parent checkpoint recorded in every part; ``key``: :func:`run_key` of the run,
     recorded in a shard's part 0; ``progress(images done, images, label)``."""
     n, chunk = len(source), scale.chunk
-    rank, world = dist.env_world()
-    shard = dist.parse_shard(scale.shard)
-    index, count = shard if shard is not None else (rank, world)
-    n_chunks = math.ceil(n / chunk)
-    mine = dist.shard_range(n_chunks, index, count)
-    if shard is not None and not mine:
-        raise ConfigError(f"--shard {index}/{count} gets no images: {n} images make {n_chunks} chunk(s) of "
-                          f"--chunk {chunk}; use at most {n_chunks} shards or a smaller --chunk")
+    rank, world, shard, (index, count), mine = my_chunks(n, scale, "images")
 
     def results() -> Iterator[tuple[int, int, Attributions]]:
         for c, k, res in _chunks(source, compute, mine, chunk, progress):
