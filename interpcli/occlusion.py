@@ -40,6 +40,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .artifacts import read_npz_arrays
 from .augment import draw_views
+from .batching import cpu_forward_batch
 from .device import full_precision
 from .errors import ConfigError, InterpError
 from .gds import GDS_SETS, image_gdss, views_features
@@ -89,7 +90,7 @@ class OccludeConfig:
     grad_prune: float | None = None  # score only this fraction of masks, ranked by gradient saliency
     grad_prune_rest: str = "scaled"  # the rest: scaled (their saliency x fitted scale) | zero
     seed: int = 0
-    batch_size: int | None = None   # images per forward pass (default 256)
+    batch_size: int | None = None   # images per forward pass (default: 256; on the CPU cache-sized, 16-256)
 
     @property
     def uses_views(self) -> bool:
@@ -307,7 +308,7 @@ def _occlude(model, x, cfg, target, extra_views, gds, progress) -> OccludeResult
     phi = FeatureExtractor(model, cfg.layer, cfg.pool) if cfg.score != "class" else None
     masksets = make_masks(cfg, x)
     fills = fill_images(cfg.fill, x, cfg.seed)
-    bs = int(cfg.batch_size or 256)
+    bs = int(cfg.batch_size or (cpu_forward_batch(model, x) if dev.type == "cpu" else 256))  # CPU: cache-sized
     k = int(cfg.k)
     views = draw_views(cfg.augment, int(cfg.views), torch.Generator().manual_seed(int(cfg.seed)),
                        include_identity=True) if cfg.uses_views else None

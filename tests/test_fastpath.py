@@ -9,9 +9,10 @@ import torch
 import torch.nn as nn
 
 from interpcli import fastpath
+from interpcli.batching import activation_bytes_per_image, fit_batch
 from interpcli.fastpath import conv_bn_pairs, fast_model, fold_conv_bn, folded_into
 from interpcli.methods import attribute, get_method, list_methods
-from interpcli.methods._common import activation_bytes_per_image, auto_batch_size, fit_batch
+from interpcli.methods._common import auto_batch_size
 from interpcli.models import Classifier
 
 NORM = {"kind": "normalize", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}

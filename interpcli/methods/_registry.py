@@ -20,13 +20,14 @@ from typing import Any
 
 import torch
 
+from ..batching import cpu_forward_batch
 from ..device import full_precision
 from ..errors import ConfigError, UnknownName
 from ..fastpath import fast_model_for_layer
 from ..inputs import as_targets
 from ..models import Classifier
 from ..models.bcos import is_bcos
-from ._common import auto_batch_size, cpu_forward_batch
+from ._common import auto_batch_size
 from .params import Param, check_params
 
 __all__ = ["MethodInfo", "register_method", "get_method", "list_methods", "attribute"]
@@ -121,7 +122,7 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
     faster on recent GPUs but moves attributions by ~1e-3 relative.  Without
     ``batch_size``, CUDA runs pick one from the free memory (:func:`~._common.auto_batch_size`),
     perturbation methods on the CPU one whose layer outputs stay in the cache
-    (:func:`~._common.cpu_forward_batch`); otherwise each method's default.
+    (:func:`interpcli.batching.cpu_forward_batch`); otherwise each method's default.
     """
     info = get_method(method)
     params = info.check(params)
