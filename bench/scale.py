@@ -8,6 +8,7 @@ end; its peak resident memory is the child's ``ru_maxrss`` (for torchrun: the la
     python bench/scale.py                                 # grad and rise over 500 / 2,000 / 5,000 images, 2 ranks
     python bench/scale.py --sizes 500 5000 --methods grad --ranks 0
     python bench/scale.py --checkpoint runs/r20.safetensors
+    python bench/scale.py --sizes 500 5000 --methods --ranks 0 --commands occlude consistency
 
 The model is a randomly initialised ResNet-20 unless --checkpoint is given (time and memory do
 not depend on the weights).  RISE runs with --rise-masks masks (default 20, not the method's
@@ -77,22 +78,50 @@ def explain_cmd(interp: list[str], ckpt: Path, data_dir: str, n: int, method: st
             "-m", method, *extra, "--device", "cpu", "-q", "-o", str(out)]
 
 
+def other_cmd(interp: list[str], command: str, ckpt: Path, data_dir: str, n: int, out: Path, maps: Path) -> list[str]:
+    """``occlude`` (class score, 16x16 windows, stride 16: 4 masks per image) or ``consistency``
+    (deletion and insertion, 256 pixels a step, on the grad maps ``maps`` of the same images)."""
+    if command == "occlude":
+        return [*interp, "occlude", str(ckpt), "--dataset", "cifar10", "--data-dir", data_dir, "--indices",
+                f"0:{n}", "--score", "class", "--window", "16", "--stride", "16", "--device", "cpu", "-q",
+                "-o", str(out)]
+    return [*interp, "consistency", str(ckpt), str(maps), "--data-dir", data_dir, "--metric", "deletion,insertion",
+            "--step", "256", "--n-boot", "100", "--device", "cpu", "-q", "--no-png", "-o", str(out)]
+
+
+def other_commands(args, interp: list[str], ckpt: Path, tmp: Path, result: dict) -> None:
+    """Peak memory and CPU time of the other streamed commands at each size (``--commands``)."""
+    for command in args.commands:
+        for n in args.sizes:
+            maps = tmp / f"maps-{n}"
+            if command == "consistency" and not maps.exists():
+                measure(explain_cmd(interp, ckpt, args.data_dir, n, "grad", args.rise_masks, maps), args.threads)
+            out = tmp / f"{command}-{n}"
+            row = {"command": command, "images": n,
+                   **measure(other_cmd(interp, command, ckpt, args.data_dir, n, out, maps), args.threads)}
+            row["images_per_cpu_s"] = round(n / row["cpu_s"], 1)
+            result["commands"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 5000])
-    ap.add_argument("--methods", nargs="+", default=["grad", "rise"])
+    ap.add_argument("--methods", nargs="*", default=["grad", "rise"])
     ap.add_argument("--rise-masks", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process ($INTERP_THREADS)")
     ap.add_argument("--ranks", type=int, default=2, help="torchrun processes for the speed-up (0: skip it)")
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--commands", nargs="*", default=[], choices=["occlude", "consistency"],
+                    help="also measure these streamed commands at each size (peak RSS, CPU time)")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "scale.json")
     args = ap.parse_args()
     interp = [sys.executable, "-m", "interpcli"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.ranks}",
                 "-m", "interpcli"]
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
-              "threads": args.threads, "rise_masks": args.rise_masks, "runs": [], "torchrun": []}
+              "threads": args.threads, "rise_masks": args.rise_masks, "runs": [], "torchrun": [], "commands": []}
     with tempfile.TemporaryDirectory(prefix="interp-scale-") as tmpdir:
         tmp = Path(tmpdir)
         ckpt = args.checkpoint
@@ -124,6 +153,7 @@ def main() -> None:
                 prev = row
                 for f in out.iterdir():
                     f.unlink()
+        other_commands(args, interp, ckpt, tmp, result)
         if args.ranks > 1:
             for method, n in (("grad", args.sizes[-1]), ("rise", args.sizes[len(args.sizes) // 2])):
                 if method not in args.methods:
@@ -149,6 +179,9 @@ def main() -> None:
     for r in result["torchrun"]:
         print(f"torchrun {r['ranks']} ranks, {r['method']} x {r['images']}: {r['seconds']} s vs {r['one_process_s']} s "
               f"(speed-up {r['speedup']}x), peak RSS per rank {r['peak_rss_mb']} MiB")
+    for r in result["commands"]:
+        print(f"{r['command']:12} {r['images']:>7} images: {r['seconds']} s, {r['cpu_s']} CPU s "
+              f"({r['images_per_cpu_s']} img/CPU s), peak RSS {r['peak_rss_mb']} MiB")
     print(f"(written to {args.out}; machine load average before/after each run is in the JSON)")
 
 
