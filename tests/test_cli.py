@@ -226,6 +226,8 @@ def test_eval_of_a_checkpoint_trained_on_an_npz_file(runner, tmp_path):
              y_test=d.y_test.numpy())
     out = tmp_path / "m.safetensors"
     assert invoke(runner, "train", "-a", "lenet", "-d", npz, "-e", "1", "-q", "-o", out).exit_code == 0
-    r = invoke(runner, "eval", out, "--json")
+    r = invoke(runner, "eval", out, "--json")  # the recorded path is a hint, never opened
+    assert r.exit_code == 2 and f"pass --dataset {npz}" in r.output and "never opened" in r.output
+    r = invoke(runner, "eval", out, "--dataset", npz, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["n"] == 360

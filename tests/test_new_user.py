@@ -234,7 +234,7 @@ def test_nothing_is_cut_in_pipes(tmp_path):
     ckpt = tmp_path / "named.safetensors"
     train(TrainConfig(arch="lenet", dataset=str(npz), epochs=1), out=ckpt, device="cpu")
 
-    r = interp("eval", ckpt, "--device", "cpu")
+    r = interp("eval", ckpt, "--dataset", npz, "--device", "cpu")
     assert r.returncode == 0, r.stderr
     header = next(l for l in r.stdout.splitlines() if "class" in l and "acc" in l)
     assert all(n in header for n in names)  # column titles in full

@@ -146,16 +146,23 @@ def _evil_cifar(folder: Path, marker: Path) -> None:
         (d / name).write_bytes(pickle.dumps({"data": Payload(marker), "labels": [0]}))
 
 
-def test_paths_in_metadata_are_read_as_data_never_run(ckpt, tmp_path):
+def test_paths_in_metadata_are_read_as_data_never_run(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_DATA_DIR", str(tmp_path / "no-data-here"))
     marker = tmp_path / "ran"
     _evil_cifar(tmp_path / "data", marker)
     np.savez(tmp_path / "evil.npz", x_train=np.array([Payload(marker)], dtype=object))
     tensors, meta = load_tensors(ckpt)
-    rows = (("cifar10", str(tmp_path / "data"), "cifar10: no data in"),  # torchvision checks the files' MD5 first
-            (str(tmp_path / "evil.npz"), None, "is not an NPZ written by numpy without objects"))
+    # paths recorded in a checkpoint are never opened: the error names them as a hint
+    rows = (("cifar10", str(tmp_path / "data"), f"trained with --data-dir {tmp_path / 'data'}"),
+            (str(tmp_path / "evil.npz"), None, f"pass --dataset {tmp_path / 'evil.npz'}"))
     for name, data_dir, needle in rows:
         meta = {**meta, "dataset": {"name": name}, "train_config": {"dataset": name, "data_dir": data_dir}}
         path = tmp_path / "pointing.safetensors"
         path.write_bytes(st_save(tensors, metadata={"interp": json.dumps(meta), "format": "pt"}))
-        _one_error(_run("eval", path), needle)
+        _one_error(_run("eval", path), needle, "never opened")
+        assert not marker.exists()
+    # given by the user, they are read as data: torchvision checks the files' MD5 first, NPZ without pickle
+    for args, needle in ((["--dataset", "cifar10", "--data-dir", tmp_path / "data"], "cifar10: no data in"),
+                         (["--dataset", tmp_path / "evil.npz"], "is not an NPZ written by numpy without objects")):
+        _one_error(_run("eval", path, *args), needle)
         assert not marker.exists()

@@ -207,8 +207,17 @@ def checkpoint_dataset(meta: dict[str, Any], dataset: str | None = None, data_di
     if not name:
         raise ConfigError("the checkpoint does not name its dataset; pass --dataset")
     same = dataset is None or dataset in (tcfg.get("dataset"), dmeta.get("name"))
-    ds = load_dataset(name, data_dir if data_dir is not None else (tcfg.get("data_dir") if same else None),
-                      **(tcfg.get("dataset_options", {}) if same else {}))
+    if dataset is None and name not in _REGISTRY:  # a file or folder the run was given: never opened from metadata
+        raise ConfigError(f"the checkpoint was trained on '{name}'; pass --dataset {name} to use it (paths "
+                          "recorded in a checkpoint are never opened)")
+    try:  # the recorded data folder is a hint, never opened: --data-dir, $INTERP_DATA_DIR or ./data
+        ds = load_dataset(name, data_dir, **(tcfg.get("dataset_options", {}) if same else {}))
+    except DatasetError as e:
+        recorded = tcfg.get("data_dir") if same and data_dir is None else None
+        if recorded is None:
+            raise
+        raise DatasetError(f"{e}; the checkpoint was trained with --data-dir {recorded}: pass it (paths recorded "
+                           "in a checkpoint are never opened)") from None
     if dmeta.get("class_subset") and same:
         ds = ds.subset_classes(dmeta["class_subset"])
     seed = int(dmeta.get("limit_seed", dmeta.get("split_seed", tcfg.get("seed", 0))) or 0)

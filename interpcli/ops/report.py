@@ -110,7 +110,7 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     artifacts.check_output_folder(out, force)
     found = find_sections(paths, out)
     with artifacts.staged_folder(out, force) as tmp:
-        ctx = Context(tmp, max_rows=max_rows)
+        ctx = Context(tmp, max_rows=max_rows, inputs=tuple(Path(p).resolve() for p in paths))
         sections = []
         for i, (kind, path, runs) in enumerate(found, 1):
             if progress:

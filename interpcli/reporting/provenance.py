@@ -75,6 +75,7 @@ class Context:
 
     root: Path
     max_rows: int = 16
+    inputs: tuple[Path, ...] | None = None  # what the user gave `interp report` (None: anything may be read)
     copied: dict[str, str] = dataclasses.field(default_factory=dict)
     hashes: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -103,6 +104,13 @@ class Context:
         artifacts.write_bytes(dest, data)
         self.copied[str(dest)] = url(dest.relative_to(self.root).as_posix())
         return self.copied[str(dest)]
+
+    def given(self, path: Path) -> bool:
+        """Whether ``path`` is one of the report's inputs or inside one of them."""
+        if self.inputs is None:
+            return True
+        p = path.resolve()
+        return any(p == r or r in p.parents for r in self.inputs)
 
     def sha256(self, path: Path) -> str:
         key = str(path.resolve())
@@ -148,6 +156,9 @@ class Context:
         path = Path(str(record["path"]))
         out: list[tuple[str, Any]] = [(label, str(path)), ("sha256", record.get("sha256")),
                                       ("arch", record.get("arch"))]
+        if not self.given(path):
+            return out + [("note", "not among the report's inputs, so not opened (a path recorded in an artifact is "
+                                   "read only when it, or a folder holding it, is given to interp report)")]
         if not path.is_file():
             return out + [("note", "the checkpoint is not at this path from here; its training command is unknown")]
         now = self.sha256(path)
