@@ -104,13 +104,8 @@ def parse_indices(spec: str, n: int) -> list[int]:
 def dataset_inputs(model, dataset: str | None = None, data_dir: str | None = None, split: str = "test",
                    indices: str = "0:16") -> Inputs:
     """Images of a dataset split (default: the checkpoint's dataset, class subset included)."""
-    ds, name = checkpoint_dataset(getattr(model, "meta", {}), dataset, data_dir)
-    x, y = ds.split(split)
-    idx = parse_indices(indices, len(y))
-    if tuple(x.shape[1:]) != tuple(model.input_shape):
-        raise ConfigError(f"dataset '{name}' has images {tuple(x.shape[1:])} but the model expects "
-                          f"{tuple(model.input_shape)}")
-    return Inputs(x[idx].float() / 255, y[idx].clone(), [f"{name}:{split}:{i}" for i in idx])
+    src = _dataset_source(model, dataset, data_dir, split, indices)
+    return Inputs(src.read(0, len(src)), src.labels, src.sources)
 
 
 def npz_images(path: str | os.PathLike, key: str = "images",
