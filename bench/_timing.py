@@ -1,11 +1,14 @@
-"""What every benchmark script shares: the median time of a call after a warm-up, by the wall
-clock or (``use_clock("process")``) by the process's CPU time, the robust measure on a shared
-machine when torch runs one thread (``--threads 1``): other processes' load does not count."""
+"""What every benchmark script shares: its JSON report writer, and the median time of a call
+after a warm-up, by the wall clock or (``use_clock("process")``) by the process's CPU time, the
+robust measure on a shared machine when torch runs one thread (``--threads 1``): other
+processes' load does not count."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from pathlib import Path
 
 _CLOCK = time.perf_counter
 
@@ -38,3 +41,10 @@ def timed_pair(fa, fb, repeats: int) -> tuple[list[float], list[float]]:
             fn()
             ts.append(_CLOCK() - t0)
     return ta, tb
+
+
+def write_report(path: Path, report: dict) -> None:
+    """``report`` as indented JSON at ``path`` (folders made), and one line saying where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")

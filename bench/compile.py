@@ -14,7 +14,6 @@ first compiled step - median compiled step; break_even_steps = compile_seconds /
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,6 +24,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _timing import write_report  # noqa: E402
 
 from interpcli.device import configure_backends, prefers_channels_last  # noqa: E402
 from interpcli.models import Classifier, get_model_info  # noqa: E402
@@ -88,9 +89,7 @@ def main() -> None:
               f"pays off after {r['break_even_steps']:.0f} steps", flush=True)
     report = {"benchmark": "compile", "device": "cpu", "threads": torch.get_num_threads(), "clock": args.clock,
               "batch_size": args.batch_size, "torch": torch.__version__, "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

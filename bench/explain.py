@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _timing import timed, timed_pair, use_clock  # noqa: E402
+from _timing import timed, timed_pair, use_clock, write_report  # noqa: E402
 
 from interpcli.device import configure_backends, resolve_device  # noqa: E402
 from interpcli.methods import attribute, get_method, list_methods  # noqa: E402
@@ -236,9 +236,7 @@ def main() -> None:
     if args.batch_sizes:
         report = {"benchmark": "explain-sweep", "device": str(device), "threads": torch.get_num_threads(),
                   "clock": args.clock, "torch": torch.__version__, **sweep(args, device)}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_report(args.out, report)
         return
     overrides = {k: _value(v) for k, v in (p.split("=", 1) for p in args.param)}
     report = {"benchmark": "explain", "device": str(device), "threads": torch.get_num_threads(),
@@ -313,9 +311,7 @@ def main() -> None:
                   f"{row['forward_equivalents']:7.1f} F{ratio}{extra}",
                   flush=True)
         report["results"][arch] = {"unit_seconds": unit, "methods": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

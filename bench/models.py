@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import time
@@ -24,6 +23,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _timing import write_report  # noqa: E402
 
 from interpcli.device import configure_backends, prefers_channels_last, resolve_device  # noqa: E402
 from interpcli.models import Classifier, bcos_layers, get_model_info, list_models  # noqa: E402
@@ -120,9 +121,7 @@ def main() -> None:
         print(f"{name:18s} {med[name]:8.1f} img/s{extra}", flush=True)
     report = {"benchmark": "models", "device": str(device), "threads": torch.get_num_threads(), "clock": args.clock,
               "batch_size": args.batch_size, "torch": torch.__version__, "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ random CIFAR-like noise and an untrained model otherwise.  Writes JSON (out/benc
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _timing import timed  # noqa: E402
+from _timing import timed, write_report  # noqa: E402
 
 from interpcli.device import configure_backends, resolve_device  # noqa: E402
 from interpcli.models import Classifier  # noqa: E402
@@ -154,9 +153,7 @@ def main() -> None:
         print(f"{name:13s} {sec * 1e3:9.1f} ms/img  {row['ratio_to_minimum']:.2f}x of minimum "
               f"({passes} passes){cap}  {prune}",
               flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ convolutions' multiply-adds.  Writes JSON (default out/bench/occlusion_increment
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,6 +27,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _timing import write_report  # noqa: E402
 
 from interpcli.fastpath import fast_model  # noqa: E402
 from interpcli.incremental import get_plan, incremental_occlusion_scores  # noqa: E402
@@ -127,9 +128,7 @@ def main() -> None:
                   f"speed-up {row['speedup']:5.2f}x  FLOP saving {row['flop_saving']:5.1f}x  max|diff| {diff:.2e}",
                   flush=True)
     report["load_average_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
